@@ -1,0 +1,98 @@
+"""The primitive operations every backend adapter implements.
+
+The update rules and penalties in :mod:`decay.rules` and :mod:`decay.penalties` are
+written once against these methods plus the arithmetic operators (``+ - * /``) that
+NumPy arrays, torch tensors and TensorFlow tensors all share. An adapter therefore
+holds no update math: only how to do each primitive natively.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+
+class Backend:
+    """Base class of a backend adapter. One instance per framework."""
+
+    #: canonical name used by :func:`decay.get_backend`
+    name: str = ""
+    #: other names accepted by :func:`decay.get_backend`
+    aliases: tuple = ()
+    #: the module whose presence makes the backend importable
+    module: str = ""
+    #: the pip extra that installs the framework
+    extra: str = ""
+
+    # -- detection ---------------------------------------------------------
+    def is_tensor(self, x) -> bool:
+        """True when ``x`` is a native tensor (or variable) of this backend."""
+        raise NotImplementedError
+
+    # -- inspection --------------------------------------------------------
+    def dtype_name(self, x) -> str:
+        """The dtype as a NumPy-style name: 'float32', 'float64', 'bfloat16', 'int64'."""
+        raise NotImplementedError
+
+    def shape(self, x) -> tuple:
+        return tuple(int(d) for d in x.shape)
+
+    def device(self, x) -> str:
+        """Where the tensor lives, as a string that is equal for tensors on one device."""
+        return "cpu"
+
+    def is_floating(self, x) -> bool:
+        return self.dtype_name(x) in ("float16", "bfloat16", "float32", "float64")
+
+    # -- arithmetic beyond the operators ----------------------------------
+    def read(self, x):
+        """The current value of a parameter as a tensor usable in arithmetic."""
+        return x
+
+    def zeros_like(self, x):
+        raise NotImplementedError
+
+    def sqrt(self, x):
+        raise NotImplementedError
+
+    def sign(self, x):
+        raise NotImplementedError
+
+    def maximum(self, a, b):
+        raise NotImplementedError
+
+    def sum_squares(self, x):
+        """Σx² as a 0-d native scalar of x's dtype."""
+        raise NotImplementedError
+
+    def sum_abs(self, x):
+        """Σ|x| as a 0-d native scalar of x's dtype."""
+        raise NotImplementedError
+
+    def all_finite(self, x) -> bool:
+        raise NotImplementedError
+
+    def cast(self, x, dtype_name: str):
+        raise NotImplementedError
+
+    # -- writing -----------------------------------------------------------
+    def assign(self, param, value):
+        """Write ``value`` into ``param`` in place when it is mutable and return the
+        result: the same object for mutable tensors, ``value`` for immutable ones."""
+        raise NotImplementedError
+
+    def no_grad(self):
+        """A context in which arithmetic is not recorded by autodiff."""
+        return contextlib.nullcontext()
+
+    # -- conversion --------------------------------------------------------
+    def to_numpy(self, x) -> np.ndarray:
+        raise NotImplementedError
+
+    def from_numpy(self, array: np.ndarray, like):
+        """A tensor holding ``array`` with ``like``'s dtype and device."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<decay backend {self.name!r}>"

@@ -1,0 +1,88 @@
+"""Which parameters are decayed, and which hyperparameter group each belongs to.
+
+A mask is ``None`` (decay everything, PyTorch's default), a dict name -> bool, or a
+callable ``(name, tensor) -> bool``. True means *decayed* (optax's convention). Names
+are the dict keys of the params (``dict(model.named_parameters())`` gives PyTorch's
+dotted names), or the list index as a string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from .errors import DecayError
+
+
+def _ndim(tensor) -> int:
+    return len(getattr(tensor, "shape", ()))
+
+
+def timm_default(name: str, tensor) -> bool:
+    """timm's default: no decay for tensors with ndim <= 1 (biases, norm scales) or
+    names ending in "bias"."""
+    return not (_ndim(tensor) <= 1 or name.endswith("bias"))
+
+
+def exclude_names(*substrings: str):
+    """Keras-style ``optimizer.exclude_from_weight_decay(var_names=[...])``: a parameter
+    is not decayed when any substring occurs in its name (``re.search`` of the
+    substrings joined into one pattern, as Keras does)."""
+    if not substrings or not all(isinstance(s, str) and s for s in substrings):
+        raise DecayError(
+            f"exclude_names() needs one or more non-empty strings. Received: {substrings!r}."
+        )
+    pattern = re.compile("|".join(substrings))
+
+    def mask(name: str, tensor) -> bool:
+        return pattern.search(name) is None
+
+    mask.__name__ = f"exclude_names{substrings!r}"
+    return mask
+
+
+def resolve_mask(mask, names, leaves) -> list:
+    """One bool per parameter: is it decayed?"""
+    if mask is None:
+        return [True] * len(names)
+    if isinstance(mask, Mapping):
+        unknown = sorted(set(mask) - set(names))
+        if unknown:
+            raise DecayError(
+                f"`mask` names parameters that do not exist: {unknown}. Known names: {list(names)}."
+            )
+        return [bool(mask.get(n, True)) for n in names]
+    if callable(mask):
+        return [bool(mask(n, x)) for n, x in zip(names, leaves)]
+    raise DecayError(
+        f"`mask` must be None, a dict name -> bool or a callable (name, tensor) -> bool. "
+        f"Received: mask={mask!r}."
+    )
+
+
+def resolve_groups(selectors, names, leaves) -> list:
+    """Per parameter, 1 + the index of the first group that selects it, or 0 (the
+    defaults). A selector is a list of names or a callable (name, tensor) -> bool."""
+    group_of = [0] * len(names)
+    claimed = [False] * len(names)
+    for index, selector in enumerate(selectors):
+        if callable(selector):
+            chosen = [bool(selector(n, x)) for n, x in zip(names, leaves)]
+        elif isinstance(selector, (list, tuple, set, frozenset)):
+            unknown = sorted(set(map(str, selector)) - set(names))
+            if unknown:
+                raise DecayError(
+                    f"`groups[{index}]['params']` names parameters that do not exist: {unknown}. "
+                    f"Known names: {list(names)}."
+                )
+            wanted = set(map(str, selector))
+            chosen = [n in wanted for n in names]
+        else:
+            raise DecayError(
+                f"`groups[{index}]['params']` must be a list of parameter names or a callable "
+                f"(name, tensor) -> bool. Received: {selector!r}."
+            )
+        for i, take in enumerate(chosen):
+            if take and not claimed[i]:
+                group_of[i], claimed[i] = index + 1, True
+    return group_of

@@ -1,0 +1,132 @@
+"""Penalties added to the loss: L2, L1 and elastic net.
+
+A penalty regularizes whatever tensors it is given. Applied to a model's weights it is
+weight decay in the loss (Keras ``kernel_regularizer``); applied to a layer's outputs it
+is *activity* regularization (Keras ``activity_regularizer``) — which is what the
+TensorFlow snippet of the article this project started from actually did when it
+penalized ``y_pred``. Keras divides an activity penalty by the batch size; decay does
+not divide anything: pass ``lam / batch_size`` for that.
+"""
+
+from __future__ import annotations
+
+from .backends import backend_of_tensors
+from .tree import flatten, unflatten
+from .validation import check_number
+
+
+class Penalty:
+    """Base class. Subclasses give the per-tensor value and gradient."""
+
+    def leaf_value(self, backend, x):
+        raise NotImplementedError
+
+    def leaf_grad(self, backend, x):
+        raise NotImplementedError
+
+    def penalty(self, params):
+        """The penalty as a native 0-d scalar of the params' backend and dtype.
+
+        Differentiable by the framework's own autodiff (torch autograd,
+        ``tf.GradientTape``): the parameters are used as given, not detached."""
+        flat = flatten(params)
+        backend = backend_of_tensors(zip(flat.names, flat.leaves))
+        total = None
+        for leaf in flat.leaves:
+            value = self.leaf_value(backend, leaf)
+            total = value if total is None else total + value
+        return total
+
+    def grad(self, params):
+        """The penalty's gradient, with the same structure as ``params``."""
+        flat = flatten(params)
+        backend = backend_of_tensors(zip(flat.names, flat.leaves))
+        with backend.no_grad():
+            grads = [self.leaf_grad(backend, backend.read(leaf)) for leaf in flat.leaves]
+        return unflatten(flat, grads)
+
+    __call__ = penalty
+
+    def get_config(self) -> dict:
+        raise NotImplementedError
+
+
+class L2(Penalty):
+    """``lam · Σθ²`` — gradient ``2·lam·θ``.
+
+    The article's formula and ``keras.regularizers.L2(l2=lam)`` (no ½). In the update
+    rule it equals PyTorch's coupled ``weight_decay = 2·lam``."""
+
+    def __init__(self, lam: float = 0.01):
+        self.lam = check_number("lam", lam)
+
+    def leaf_value(self, backend, x):
+        return backend.sum_squares(x) * self.lam
+
+    def leaf_grad(self, backend, x):
+        return x * (2.0 * self.lam)
+
+    def get_config(self):
+        return {"name": "L2", "lam": self.lam}
+
+    def __repr__(self):
+        return f"L2(lam={self.lam!r})"
+
+
+class L1(Penalty):
+    """``lam · Σ|θ|`` — (sub)gradient ``lam · sign(θ)``, 0 at θ = 0.
+
+    Equals ``keras.regularizers.L1(l1=lam)``."""
+
+    def __init__(self, lam: float = 0.01):
+        self.lam = check_number("lam", lam)
+
+    def leaf_value(self, backend, x):
+        return backend.sum_abs(x) * self.lam
+
+    def leaf_grad(self, backend, x):
+        return backend.sign(x) * self.lam
+
+    def get_config(self):
+        return {"name": "L1", "lam": self.lam}
+
+    def __repr__(self):
+        return f"L1(lam={self.lam!r})"
+
+
+class ElasticNet(Penalty):
+    """``l1 · Σ|θ| + l2 · Σθ²`` — gradient ``l1 · sign(θ) + 2 · l2 · θ``.
+
+    Equals ``keras.regularizers.L1L2(l1=l1, l2=l2)``."""
+
+    def __init__(self, l1: float = 0.01, l2: float = 0.01):
+        self.l1 = check_number("l1", l1)
+        self.l2 = check_number("l2", l2)
+
+    def leaf_value(self, backend, x):
+        return backend.sum_abs(x) * self.l1 + backend.sum_squares(x) * self.l2
+
+    def leaf_grad(self, backend, x):
+        return backend.sign(x) * self.l1 + x * (2.0 * self.l2)
+
+    def get_config(self):
+        return {"name": "ElasticNet", "l1": self.l1, "l2": self.l2}
+
+    def __repr__(self):
+        return f"ElasticNet(l1={self.l1!r}, l2={self.l2!r})"
+
+
+def penalty_from_config(config: dict) -> Penalty:
+    kinds = {"L2": L2, "L1": L1, "ElasticNet": ElasticNet}
+    config = dict(config)
+    return kinds[config.pop("name")](**config)
+
+
+def regularized_loss(loss, params, penalty: Penalty):
+    """``loss + penalty(params)``: weight decay placed in the loss.
+
+    Differentiate the result with the framework's autodiff (``.backward()``,
+    ``tf.GradientTape``); the gradient then carries the penalty's gradient, e.g.
+    ``2·lam·θ`` for ``L2(lam)``. Passing a layer's *outputs* as ``params`` makes it
+    activity regularization instead of weight decay."""
+    return loss + penalty.penalty(params)

@@ -1,0 +1,363 @@
+"""What every update rule shares: parameter structures, hyperparameters that may be
+schedules, masks and groups, the three places weight decay can live, and the state.
+
+A rule is a pair of functions in the optax style, ``init(params) -> state`` and
+``step(params, grads, state) -> (params, state)``. Subclasses write only the per-tensor
+math in ``_update``; nothing here or there is backend specific — it runs on any
+backend's tensors through the primitives in :mod:`decay.backends.base`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from ..backends import backend_of_tensors
+from ..errors import DecayError
+from ..penalties import Penalty
+from ..tree import flatten, flatten_like, unflatten
+from ..validation import check_choice, check_number_or_schedule, scheduled_value
+from ..masks import resolve_groups, resolve_mask
+
+#: How decoupled decay θ ← θ − s_t·λ_t·θ is scaled:
+#: "lr": s_t = lr_t (PyTorch AdamW, Keras 3, optax); "schedule_multiplier":
+#: s_t = lr_t / lr_0 (the AdamW paper, Composer); "none": s_t = 1 (TF-Addons).
+DECAY_SCALINGS = ("lr", "schedule_multiplier", "none")
+NONFINITE_POLICIES = ("apply", "skip", "raise")
+LOW_PRECISION = ("float16", "bfloat16")
+
+
+class RuleState(NamedTuple):
+    """A rule's state: pure data, never mutated by ``step`` (which returns a new one).
+
+    ``count`` is the number of updates applied so far (the 0-based index of the next
+    one, which is the step schedules are evaluated at); ``slots`` maps a slot name
+    (``momentum_buffer``, ``exp_avg``, ...) to one tensor per parameter (None where
+    that parameter has no such slot); ``skipped`` counts steps skipped for non-finite
+    gradients."""
+
+    count: int
+    slots: dict
+    skipped: int = 0
+
+
+class Rule:
+    """Base class of the update rules. Use :func:`decay.sgd`, :func:`decay.adam` or
+    :func:`decay.adamw` to build one."""
+
+    name = "rule"
+    #: hyperparameters a group may override
+    hyper_names: tuple = ("lr", "weight_decay")
+
+    def __init__(
+        self,
+        *,
+        lr,
+        weight_decay=0.0,
+        decoupled: bool = False,
+        regularizer: Penalty | None = None,
+        decay_scaled_by: str = "lr",
+        mask=None,
+        groups=None,
+        on_nonfinite: str = "apply",
+        **hyper,
+    ):
+        self.decoupled = bool(decoupled)
+        if regularizer is not None and not isinstance(regularizer, Penalty):
+            raise DecayError(
+                f"`regularizer` must be a decay penalty (decay.L2, decay.L1, decay.ElasticNet). "
+                f"Received: regularizer={regularizer!r}."
+            )
+        self.regularizer = regularizer
+        self.decay_scaled_by = check_choice("decay_scaled_by", decay_scaled_by, DECAY_SCALINGS)
+        self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
+        self.mask = mask
+        self.defaults = self._check_hyper(dict(lr=lr, weight_decay=weight_decay, **hyper))
+        self.groups = []
+        for index, group in enumerate(groups or ()):
+            if not isinstance(group, dict) or "params" not in group:
+                raise DecayError(
+                    f"`groups[{index}]` must be a dict with a 'params' entry (a list of names or "
+                    f"a callable (name, tensor) -> bool) and hyperparameter overrides. "
+                    f"Received: {group!r}."
+                )
+            overrides = {k: v for k, v in group.items() if k != "params"}
+            unknown = sorted(set(overrides) - set(self.hyper_names))
+            if unknown:
+                raise DecayError(
+                    f"`groups[{index}]` sets {unknown}, which {self.name} has no hyperparameter for. "
+                    f"A group may set: {list(self.hyper_names)}."
+                )
+            self.groups.append((group["params"], self._check_hyper({**self.defaults, **overrides})))
+        self._layout_cache: dict = {}
+
+    # -- hyperparameters ---------------------------------------------------
+    def _check_hyper(self, hyper: dict) -> dict:
+        """Validate one group's hyperparameters; subclasses check their own too."""
+        hyper["lr"] = check_number_or_schedule("lr", hyper["lr"])
+        hyper["weight_decay"] = check_number_or_schedule("weight_decay", hyper["weight_decay"])
+        if self.decay_scaled_by == "schedule_multiplier":
+            hyper["_lr0"] = _base_lr(hyper["lr"])
+        return hyper
+
+    def _at_step(self, hyper: dict, t: int) -> dict:
+        """Numbers for step ``t``: schedules evaluated and checked, decay factor set."""
+        h = dict(hyper)
+        h["lr"] = scheduled_value("lr", hyper["lr"], t)
+        h["weight_decay"] = wd = scheduled_value("weight_decay", hyper["weight_decay"], t)
+        if self.decay_scaled_by == "lr":
+            h["decoupled_factor"] = h["lr"] * wd
+        elif self.decay_scaled_by == "schedule_multiplier":
+            h["decoupled_factor"] = (h["lr"] / hyper["_lr0"]) * wd
+        else:
+            h["decoupled_factor"] = wd
+        return h
+
+    # -- structure -----------------------------------------------------------
+    def _layout(self, flat):
+        """Per leaf: the index of its hyperparameter set (0 = defaults) and whether it
+        is decayed. Cached on the names and ranks, which is all masks look at."""
+        key = (flat.names, tuple(len(getattr(x, "shape", ())) for x in flat.leaves))
+        layout = self._layout_cache.get(key)
+        if layout is None:
+            group_of = resolve_groups([g for g, _ in self.groups], flat.names, flat.leaves)
+            decayed = resolve_mask(self.mask, flat.names, flat.leaves)
+            layout = (group_of, decayed)
+            self._layout_cache[key] = layout
+        return layout
+
+    def _hyper_sets(self):
+        return [self.defaults] + [h for _, h in self.groups]
+
+    def slots_for(self, hyper: dict) -> tuple:
+        """The state slots a parameter with these hyperparameters needs."""
+        return ()
+
+    def _prepare(self, params):
+        flat = flatten(params, "params")
+        backend = backend_of_tensors(zip(flat.names, flat.leaves), "params")
+        for name, leaf in zip(flat.names, flat.leaves):
+            if not backend.is_floating(leaf):
+                raise DecayError(
+                    f"Parameter {name!r} has dtype {backend.dtype_name(leaf)}; decay updates "
+                    "floating-point tensors only. Cast it to float32 or exclude it from params."
+                )
+        devices = {backend.device(x) for x in flat.leaves}
+        if len(devices) > 1:
+            raise DecayError(
+                f"`params` live on several devices: {sorted(devices)}. Move them to one device "
+                "or use one rule per device."
+            )
+        return flat, backend
+
+    # -- the public pair -------------------------------------------------------
+    def init(self, params) -> RuleState:
+        """Zero state for ``params`` (one tensor, a list/tuple, or a dict name -> tensor)."""
+        flat, backend = self._prepare(params)
+        group_of, _ = self._layout(flat)
+        hypers = self._hyper_sets()
+        names = sorted({s for h in hypers for s in self.slots_for(h)})
+        slots = {}
+        for slot in names:
+            per_leaf = []
+            for leaf, g in zip(flat.leaves, group_of):
+                if slot in self.slots_for(hypers[g]):
+                    zero = backend.zeros_like(backend.read(leaf))
+                    if backend.dtype_name(leaf) in LOW_PRECISION:
+                        zero = backend.cast(zero, "float32")  # state kept in float32
+                    per_leaf.append(zero)
+                else:
+                    per_leaf.append(None)
+            slots[slot] = tuple(per_leaf)
+        return RuleState(count=0, slots=slots, skipped=0)
+
+    def step(self, params, grads, state: RuleState):
+        """One update. Returns ``(params, state)``.
+
+        NumPy arrays, torch tensors and tf.Variables are written in place (and
+        returned); immutable tensors come back new. Everything is checked and computed
+        before the first write, so an error leaves params and state as they were."""
+        flat, backend = self._prepare(params)
+        g_leaves = flatten_like(grads, flat, "grads", "params")
+        self._check_grads(backend, flat, g_leaves)
+        self._check_state(state, flat)
+        t = int(state.count)
+        hypers = [self._at_step(h, t) for h in self._hyper_sets()]
+        group_of, decayed = self._layout(flat)
+
+        with backend.no_grad():
+            g_vals = [backend.read(g) for g in g_leaves]
+            if self.on_nonfinite != "apply":
+                bad = [n for n, g in zip(flat.names, g_vals) if not backend.all_finite(g)]
+                if bad and self.on_nonfinite == "raise":
+                    raise DecayError(
+                        f"Non-finite gradient (inf or nan) for parameter(s) {bad} at step {t}. "
+                        "Nothing was updated. Use on_nonfinite='skip' to skip such steps."
+                    )
+                if bad:
+                    return params, state._replace(skipped=state.skipped + 1)
+
+            new_values = []
+            new_slots = {s: list(v) for s, v in state.slots.items()}
+            for i, (p, g) in enumerate(zip(flat.leaves, g_vals)):
+                h = hypers[group_of[i]]
+                dtype = backend.dtype_name(p)
+                p_val = backend.read(p)
+                if dtype in LOW_PRECISION:
+                    # Compute in float32 and round once at the end, as PyTorch's fused kernels do.
+                    p_val, g = backend.cast(p_val, "float32"), backend.cast(g, "float32")
+                leaf_slots = {s: v[i] for s, v in state.slots.items() if v[i] is not None}
+                p_val, g = self._apply_decay(backend, p_val, g, h, decayed[i])
+                p_val, leaf_slots = self._update(backend, p_val, g, leaf_slots, h, t)
+                for s, v in leaf_slots.items():
+                    new_slots[s][i] = v
+                if dtype in LOW_PRECISION:
+                    p_val = backend.cast(p_val, dtype)
+                new_values.append(p_val)
+
+            out = [backend.assign(p, v) for p, v in zip(flat.leaves, new_values)]
+        new_state = RuleState(t + 1, {s: tuple(v) for s, v in new_slots.items()}, state.skipped)
+        return unflatten(flat, out), new_state
+
+    # -- the math ------------------------------------------------------------------
+    def _apply_decay(self, backend, p, g, h, decayed: bool):
+        """Weight decay in the update: coupled (added to the gradient) or decoupled
+        (θ shrunk before the step, as PyTorch AdamW and Keras 3 do).
+
+        Coupled: g ← g + λ_t·θ, and with ``regularizer``: g ← g + ∇penalty(θ).
+        Decoupled: θ ← θ·(1 − s_t·λ_t), s_t as chosen by ``decay_scaled_by``."""
+        if not decayed:
+            return p, g
+        if self.regularizer is not None:
+            g = g + self.regularizer.leaf_grad(backend, p)
+        if h["weight_decay"]:
+            if self.decoupled:
+                p = p * (1.0 - h["decoupled_factor"])
+            else:
+                g = g + p * h["weight_decay"]
+        return p, g
+
+    def _update(self, backend, p, g, slots: dict, h: dict, t: int):
+        """The rule's own math for one tensor: returns (new θ, new slots)."""
+        raise NotImplementedError
+
+    # -- checks --------------------------------------------------------------------
+    def _check_grads(self, backend, flat, g_leaves):
+        backend_of_tensors(
+            [(n, x) for n, x in zip(flat.names, flat.leaves)]
+            + [(f"grads[{n!r}]", g) for n, g in zip(flat.names, g_leaves)],
+            "params and grads",
+        )
+        for name, p, g in zip(flat.names, flat.leaves, g_leaves):
+            if backend.shape(p) != backend.shape(g):
+                raise DecayError(
+                    f"The gradient of parameter {name!r} has shape {backend.shape(g)} but the "
+                    f"parameter has shape {backend.shape(p)}. Pass grads in the same order and "
+                    "shapes as params."
+                )
+            if backend.dtype_name(p) != backend.dtype_name(g):
+                raise DecayError(
+                    f"The gradient of parameter {name!r} is {backend.dtype_name(g)} but the "
+                    f"parameter is {backend.dtype_name(p)}. Cast the gradient to the parameter's dtype."
+                )
+            if backend.device(p) != backend.device(g):
+                raise DecayError(
+                    f"The gradient of parameter {name!r} is on {backend.device(g)} but the "
+                    f"parameter is on {backend.device(p)}. Move them to one device."
+                )
+
+    def _check_state(self, state, flat):
+        if not isinstance(state, RuleState):
+            raise DecayError(
+                f"`state` must be the RuleState returned by init() or step(). "
+                f"Received a {type(state).__name__}."
+            )
+        for slot, per_leaf in state.slots.items():
+            if len(per_leaf) != len(flat.leaves):
+                raise DecayError(
+                    f"`state` was made for {len(per_leaf)} parameters but {len(flat.leaves)} were "
+                    "passed. Call init() with these params."
+                )
+
+    # -- saving and loading state ------------------------------------------------------
+    def state_dict(self, state: RuleState) -> dict:
+        """The state as plain NumPy arrays and numbers (picklable, ``np.savez``-able)."""
+        slots = {}
+        for slot, per_leaf in state.slots.items():
+            arrays = []
+            for x in per_leaf:
+                arrays.append(None if x is None else backend_of_tensors([(slot, x)], "state").to_numpy(x))
+            slots[slot] = arrays
+        return {"rule": self.name, "count": int(state.count), "skipped": int(state.skipped), "slots": slots}
+
+    def load_state_dict(self, saved: dict, params) -> RuleState:
+        """A state for ``params`` (on their backend, dtype and device) from
+        :meth:`state_dict`'s output, possibly saved from another backend."""
+        template = self.init(params)
+        if not isinstance(saved, dict) or saved.get("rule") != self.name:
+            got = saved.get("rule") if isinstance(saved, dict) else type(saved).__name__
+            raise DecayError(
+                f"This state was saved by rule {got!r}, not {self.name!r}. Load it into the "
+                "rule that saved it."
+            )
+        if set(saved.get("slots", {})) != set(template.slots):
+            raise DecayError(
+                f"Saved state has slots {sorted(saved.get('slots', {}))} but this rule needs "
+                f"{sorted(template.slots)}. Were momentum/amsgrad settings changed?"
+            )
+        flat, backend = self._prepare(params)
+        slots = {}
+        for slot, per_leaf in template.slots.items():
+            arrays = saved["slots"][slot]
+            if len(arrays) != len(per_leaf):
+                raise DecayError(
+                    f"Saved slot {slot!r} holds {len(arrays)} tensors but params has {len(per_leaf)}."
+                )
+            loaded = []
+            for name, like, array in zip(flat.names, per_leaf, arrays):
+                if (like is None) != (array is None):
+                    raise DecayError(f"Saved slot {slot!r} does not match parameter {name!r}.")
+                if like is None:
+                    loaded.append(None)
+                    continue
+                array = np.asarray(array)
+                if tuple(array.shape) != backend.shape(like):
+                    raise DecayError(
+                        f"Saved slot {slot!r} for parameter {name!r} has shape {tuple(array.shape)} "
+                        f"but the parameter has shape {backend.shape(like)}."
+                    )
+                loaded.append(backend.from_numpy(array, like))
+            slots[slot] = tuple(loaded)
+        count, skipped = saved.get("count"), saved.get("skipped", 0)
+        if not isinstance(count, (int, np.integer)) or count < 0:
+            raise DecayError(f"Saved state has an invalid step count: {count!r}.")
+        return RuleState(int(count), slots, int(skipped))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items() if not k.startswith("_"))
+        extra = []
+        if self.decoupled:
+            extra.append(f"decoupled=True, decay_scaled_by={self.decay_scaled_by!r}")
+        if self.regularizer is not None:
+            extra.append(f"regularizer={self.regularizer!r}")
+        return f"{self.name}({', '.join([args] + extra)})"
+
+
+def _base_lr(lr) -> float:
+    """lr_0 of the paper's schedule multiplier η_t = lr_t / lr_0."""
+    if not callable(lr):
+        base = lr
+    else:
+        base = getattr(lr, "base", None)
+        if base is None:
+            base = lr(0)
+    base = float(base)
+    if not (base > 0 and math.isfinite(base)):
+        raise DecayError(
+            f"decay_scaled_by='schedule_multiplier' divides by the base learning rate, which is "
+            f"{base!r} here. Give the schedule a positive `base` attribute (decay.schedules do) "
+            "or start it above 0."
+        )
+    return base

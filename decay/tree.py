@@ -1,0 +1,88 @@
+"""Parameter structures: one tensor, a list/tuple of tensors, or a dict name -> tensor.
+
+Rules and penalties work on a flat list of leaves with a name each; these helpers
+flatten a structure, check that grads match params, and rebuild the structure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from .errors import DecayError
+
+
+class Flat(NamedTuple):
+    kind: str  # "single", "list", "tuple" or "dict"
+    keys: tuple  # dict keys, or list indices
+    names: tuple  # str(key): what masks and groups match on
+    leaves: list
+
+
+def flatten(tree, what: str = "params") -> Flat:
+    if isinstance(tree, Mapping):
+        keys = tuple(tree.keys())
+        for key in keys:
+            if not isinstance(key, str):
+                raise DecayError(
+                    f"`{what}` dict keys must be parameter names (str). Received key {key!r} "
+                    f"of type {type(key).__name__}."
+                )
+        leaves = [tree[k] for k in keys]
+        kind = "dict"
+    elif isinstance(tree, (list, tuple)):
+        keys = tuple(range(len(tree)))
+        leaves = list(tree)
+        kind = "tuple" if isinstance(tree, tuple) else "list"
+    else:
+        return Flat("single", (0,), ("0",), [tree])
+    if not leaves:
+        raise DecayError(f"`{what}` is empty. Pass at least one tensor to optimize.")
+    for key, leaf in zip(keys, leaves):
+        if isinstance(leaf, (Mapping, list, tuple)):
+            raise DecayError(
+                f"`{what}` entry {key!r} is a {type(leaf).__name__}; decay takes one tensor, a "
+                "flat list/tuple of tensors or a flat dict name -> tensor. Flatten nested "
+                "structures first (e.g. dict(model.named_parameters()))."
+            )
+    return Flat(kind, keys, tuple(str(k) for k in keys), leaves)
+
+
+def flatten_like(tree, ref: Flat, what: str = "grads", ref_what: str = "params") -> list:
+    """Leaves of ``tree`` in ``ref``'s order; an error if the structures differ."""
+    flat = flatten(tree, what)
+    if flat.kind != ref.kind and {flat.kind, ref.kind} != {"list", "tuple"}:
+        raise DecayError(
+            f"`{what}` is a {_describe(flat)} but `{ref_what}` is a {_describe(ref)}. "
+            f"Pass `{what}` with the same structure as `{ref_what}`."
+        )
+    if flat.kind == "dict":
+        if set(flat.keys) != set(ref.keys):
+            missing = sorted(set(ref.names) - set(flat.names))
+            extra = sorted(set(flat.names) - set(ref.names))
+            raise DecayError(
+                f"`{what}` and `{ref_what}` have different names: missing from `{what}`: "
+                f"{missing}; not in `{ref_what}`: {extra}."
+            )
+        by_key = dict(zip(flat.keys, flat.leaves))
+        return [by_key[k] for k in ref.keys]
+    if len(flat.leaves) != len(ref.leaves):
+        raise DecayError(
+            f"`{what}` has {len(flat.leaves)} tensors but `{ref_what}` has {len(ref.leaves)}. "
+            "Pass one gradient per parameter."
+        )
+    return flat.leaves
+
+
+def unflatten(ref: Flat, leaves):
+    if ref.kind == "single":
+        return leaves[0]
+    if ref.kind == "dict":
+        return dict(zip(ref.keys, leaves))
+    return tuple(leaves) if ref.kind == "tuple" else list(leaves)
+
+
+def _describe(flat: Flat) -> str:
+    if flat.kind == "single":
+        return "single tensor"
+    return f"{flat.kind} of {len(flat.leaves)}"

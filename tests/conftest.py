@@ -1,0 +1,109 @@
+"""Shared fixtures: the same test body runs on every backend and dtype.
+
+``DECAY_REQUIRE_BACKENDS`` (comma-separated, or "all") names the backends a run must
+cover: a required backend that cannot be imported fails the run instead of skipping.
+CI sets it to every backend.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+import decay
+from decay.backends import known_backends
+
+BACKENDS = known_backends()
+DTYPES = ["float32", "float64"]
+
+
+def required_backends() -> list[str]:
+    raw = os.environ.get("DECAY_REQUIRE_BACKENDS", "").strip()
+    if raw == "all":
+        return list(BACKENDS)
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def pytest_sessionstart(session):
+    missing = []
+    for name in required_backends():
+        try:
+            decay.get_backend(name)
+        except Exception as exc:  # report every missing backend at once
+            missing.append(f"{name}: {exc}")
+    if missing:
+        raise pytest.UsageError(
+            "DECAY_REQUIRE_BACKENDS names backends that cannot be used here:\n  " + "\n  ".join(missing)
+        )
+
+
+def _backend_or_skip(name):
+    try:
+        return decay.get_backend(name)
+    except decay.DecayError as exc:
+        if name in required_backends():
+            pytest.fail(f"required backend {name!r} is not available: {exc}")
+        pytest.skip(f"backend {name!r} not installed (set DECAY_REQUIRE_BACKENDS to make this fail)")
+
+
+def _disable_reduced_precision(name):
+    if name == "torch":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+    elif name == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """A backend adapter, one per known backend."""
+    adapter = _backend_or_skip(request.param)
+    _disable_reduced_precision(request.param)
+    return adapter
+
+
+@pytest.fixture(params=DTYPES)
+def dtype(request):
+    return request.param
+
+
+class Native:
+    """Moves NumPy arrays onto a backend as the kind of tensor users optimize:
+    NumPy arrays, torch tensors, tf.Variables (or tf.Tensors with ``variable=False``)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.name = backend.name
+
+    def param(self, array, dtype, variable=True):
+        array = np.asarray(array, dtype=np.float64).astype(dtype)
+        if self.name == "numpy":
+            return array.copy()
+        if self.name == "torch":
+            import torch
+
+            return torch.tensor(array)
+        import tensorflow as tf
+
+        return tf.Variable(array) if variable else tf.constant(array)
+
+    def grad(self, array, dtype):
+        return self.param(array, dtype, variable=False)
+
+    def numpy(self, x):
+        return self.backend.to_numpy(x)
+
+
+@pytest.fixture
+def native(backend):
+    return Native(backend)

@@ -1,0 +1,96 @@
+"""Penalties: values and gradients against closed forms and the frameworks' autodiff."""
+
+import numpy as np
+import pytest
+
+import decay
+from decay.tolerances import assert_close
+
+RNG = np.random.default_rng(0)
+ARRAYS = {"w": RNG.normal(size=(3, 4)), "b": np.array([0.0, -1.5, 2.0]), "s": np.array(0.7)}
+PENALTIES = [
+    (decay.L2(0.1), lambda x: 0.1 * np.sum(x**2), lambda x: 0.2 * x),
+    (decay.L1(0.3), lambda x: 0.3 * np.sum(np.abs(x)), lambda x: 0.3 * np.sign(x)),
+    (
+        decay.ElasticNet(0.3, 0.1),
+        lambda x: 0.3 * np.sum(np.abs(x)) + 0.1 * np.sum(x**2),
+        lambda x: 0.3 * np.sign(x) + 0.2 * x,
+    ),
+]
+IDS = ["L2", "L1", "ElasticNet"]
+
+
+@pytest.mark.parametrize("penalty, value, grad", PENALTIES, ids=IDS)
+def test_value_and_grad_match_closed_form(native, dtype, penalty, value, grad):
+    params = {k: native.param(v, dtype) for k, v in ARRAYS.items()}
+    exact = {k: v.astype(dtype).astype(np.float64) for k, v in ARRAYS.items()}
+    total = penalty.penalty(params)
+    assert native.backend.dtype_name(total) == dtype
+    assert native.backend.shape(total) == ()
+    assert_close(native.numpy(total), sum(value(x) for x in exact.values()), dtype, steps=len(exact))
+    grads = penalty.grad(params)
+    assert list(grads) == list(params)
+    for k in params:
+        assert native.backend.is_tensor(grads[k])
+        assert_close(native.numpy(grads[k]), grad(exact[k]), dtype, what=k)
+
+
+@pytest.mark.parametrize("penalty, value, grad", PENALTIES, ids=IDS)
+def test_structures_single_list_tuple(native, penalty, value, grad):
+    x = native.param(ARRAYS["w"], "float64")
+    assert_close(native.numpy(penalty.grad(x)), grad(ARRAYS["w"]), "float64")
+    as_list = penalty.grad([x, x])
+    assert isinstance(as_list, list) and len(as_list) == 2
+    assert isinstance(penalty.grad((x,)), tuple)
+
+
+def test_l1_gradient_is_zero_at_zero(native, dtype):
+    g = decay.L1(0.5).grad(native.param([0.0, -0.0, 1.0, -2.0], dtype))
+    np.testing.assert_array_equal(native.numpy(g), [0.0, 0.0, 0.5, -0.5])
+
+
+@pytest.mark.parametrize("penalty, value, grad", PENALTIES, ids=IDS)
+def test_autodiff_of_regularized_loss_torch(penalty, value, grad):
+    import torch
+
+    w = torch.tensor(ARRAYS["w"], requires_grad=True)
+    b = torch.tensor(ARRAYS["b"], requires_grad=True)
+    loss = decay.regularized_loss((w.sum() - 1.0) ** 2, {"w": w, "b": b}, penalty)
+    loss.backward()
+    data_grad = 2 * (ARRAYS["w"].sum() - 1.0)
+    assert_close(w.grad.numpy(), data_grad + grad(ARRAYS["w"]), "float64")
+    assert_close(b.grad.numpy(), grad(ARRAYS["b"]), "float64")
+    # and the penalty's own .grad equals autograd of the penalty alone
+    w.grad = None
+    penalty.penalty(w).backward()
+    assert_close(penalty.grad(w).numpy(), w.grad.numpy(), "float64")
+
+
+@pytest.mark.parametrize("penalty, value, grad", PENALTIES, ids=IDS)
+def test_autodiff_of_regularized_loss_tensorflow(penalty, value, grad):
+    import tensorflow as tf
+
+    w = tf.Variable(ARRAYS["w"])
+    b = tf.Variable(ARRAYS["b"])
+    with tf.GradientTape() as tape:
+        loss = decay.regularized_loss((tf.reduce_sum(w) - 1.0) ** 2, [w, b], penalty)
+    gw, gb = tape.gradient(loss, [w, b])
+    data_grad = 2 * (ARRAYS["w"].sum() - 1.0)
+    assert_close(gw.numpy(), data_grad + grad(ARRAYS["w"]), "float64")
+    assert_close(gb.numpy(), grad(ARRAYS["b"]), "float64")
+    with tf.GradientTape() as tape:
+        alone = penalty.penalty(w)
+    assert_close(penalty.grad(w).numpy(), tape.gradient(alone, w).numpy(), "float64")
+
+
+def test_activity_regularization_on_outputs(native):
+    # A penalty on a layer's outputs is computed the same way: Σ over whatever it is given.
+    outputs = native.grad([[1.0, -2.0], [3.0, 0.5]], "float64")
+    assert_close(native.numpy(decay.L2(0.5).penalty(outputs)), 0.5 * (1 + 4 + 9 + 0.25), "float64")
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "0.1", None])
+def test_bad_coefficients_are_refused(bad):
+    for make in (decay.L2, decay.L1, lambda v: decay.ElasticNet(v, 0.1), lambda v: decay.ElasticNet(0.1, v)):
+        with pytest.raises(decay.DecayError, match="Received"):
+            make(bad)

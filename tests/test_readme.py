@@ -1,0 +1,37 @@
+"""The README's promises that can rot: its test command is the one CI runs, its worked
+example runs and gives the closed form."""
+
+import pathlib
+import re
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+TEST_COMMAND = "DECAY_REQUIRE_BACKENDS=all python -m pytest -q"
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert TEST_COMMAND in README
+    assert re.search(r"^" + re.escape(TEST_COMMAND) + r"\s*$", ci, re.M), "CI must run the README's test command"
+
+
+def test_quickstart_has_two_commands():
+    quickstart = README.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```sh\n(.*?)\n```", quickstart, re.S)
+    assert len(commands) == 2
+    assert commands[0].endswith("python -m decay")
+    assert commands[1].endswith(TEST_COMMAND)
+
+
+def test_readme_python_examples_run():
+    blocks = re.findall(r"```python\n(.*?)\n```", README, re.S)
+    runnable = [b for b in blocks if "params, state = rule.step(params, grads, state)" not in b]
+    assert len(runnable) >= 2
+    for block in runnable:
+        namespace = {}
+        exec(compile(block, "README.md", "exec"), namespace)
+    # The PyTorch block leaves x behind: check it against the closed form.
+    x = namespace["x"].detach().numpy()
+    np.testing.assert_allclose(x, np.array([1.0, 2.0, 3.0]) * 0.978**100, rtol=1e-12)
