@@ -4,14 +4,11 @@
 used (by name, or because its tensors are passed in).
 """
 
-try:
-    from . import schedules
-except ImportError:  # TEMP until schedules land
-    pass
+from . import masks, schedules
 from .backends import available_backends, get_backend, known_backends
 from .errors import DecayError
 from .penalties import L1, L2, ElasticNet, Penalty, regularized_loss
-from .rules import Rule, RuleState, adam, adamw, sgd
+from .rules import Rule, RuleState, adam, adamw, normalized_weight_decay, sgd
 
 __version__ = "0.1.0"
 
@@ -30,5 +27,7 @@ __all__ = [
     "sgd",
     "adam",
     "adamw",
+    "normalized_weight_decay",
     "schedules",
+    "masks",
 ]
