@@ -38,6 +38,7 @@ def exclude_names(*substrings: str):
         return pattern.search(name) is None
 
     mask.__name__ = f"exclude_names{substrings!r}"
+    mask.substrings = substrings  # what get_config() saves
     return mask
 
 
@@ -86,3 +87,25 @@ def resolve_groups(selectors, names, leaves) -> list:
             if take and not claimed[i]:
                 group_of[i], claimed[i] = index + 1, True
     return group_of
+
+
+def mask_to_config(mask):
+    """Plain data for a mask, or an error for a mask that cannot be saved."""
+    if mask is None or isinstance(mask, Mapping):
+        return None if mask is None else {str(k): bool(v) for k, v in mask.items()}
+    if mask is timm_default:
+        return "timm_default"
+    if hasattr(mask, "substrings"):
+        return {"exclude_names": list(mask.substrings)}
+    raise DecayError(
+        f"Cannot save the mask {mask!r}: only None, a dict, decay.masks.timm_default and "
+        "decay.masks.exclude_names(...) can be serialized. Use one of those."
+    )
+
+
+def mask_from_config(config):
+    if config == "timm_default":
+        return timm_default
+    if isinstance(config, Mapping) and set(config) == {"exclude_names"}:
+        return exclude_names(*config["exclude_names"])
+    return config

@@ -36,6 +36,7 @@ class Adam(Rule):
         self.amsgrad = bool(amsgrad)
         self.epsilon_hat = bool(epsilon_hat)
         super().__init__(**kwargs)
+        self._kwargs.update(amsgrad=self.amsgrad, epsilon_hat=self.epsilon_hat)
 
     def _check_hyper(self, hyper):
         hyper = super()._check_hyper(hyper)
@@ -49,24 +50,31 @@ class Adam(Rule):
         hyper["eps"] = check_number("eps", hyper["eps"])
         return hyper
 
+    def hyper_at(self, hyper, t):
+        h = super().hyper_at(hyper, t)
+        beta1, beta2 = hyper["betas"]
+        k = t + 1
+        correction1 = 1.0 - beta1**k
+        correction2 = 1.0 - beta2**k
+        h["step_size"] = h["lr"] / correction1
+        h["correction2_sqrt"] = math.sqrt(correction2)
+        h["alpha"] = h["lr"] * math.sqrt(correction2) / correction1  # for epsilon_hat
+        return h
+
     def slots_for(self, hyper):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if self.amsgrad else ("exp_avg", "exp_avg_sq")
 
-    def _update(self, backend, p, g, slots, h, t):
+    def _update(self, backend, p, g, slots, h):
         beta1, beta2 = h["betas"]
-        k = t + 1
         m = slots["exp_avg"] * beta1 + g * (1.0 - beta1)
         v = slots["exp_avg_sq"] * beta2 + (g * g) * (1.0 - beta2)
         new_slots = {"exp_avg": m, "exp_avg_sq": v}
         if self.amsgrad:
             v = new_slots["max_exp_avg_sq"] = backend.maximum(slots["max_exp_avg_sq"], v)
-        correction1 = 1.0 - beta1**k
-        correction2 = 1.0 - beta2**k
         if self.epsilon_hat:
-            alpha = h["lr"] * math.sqrt(correction2) / correction1
-            return p - (m * alpha) / (backend.sqrt(v) + h["eps"]), new_slots
-        denom = backend.sqrt(v) / math.sqrt(correction2) + h["eps"]
-        return p - (m / denom) * (h["lr"] / correction1), new_slots
+            return p - (m * h["alpha"]) / (backend.sqrt(v) + h["eps"]), new_slots
+        denom = backend.sqrt(v) / h["correction2_sqrt"] + h["eps"]
+        return p - (m / denom) * h["step_size"], new_slots
 
 
 def adam(

@@ -16,10 +16,11 @@ import numpy as np
 
 from ..backends import backend_of_tensors
 from ..errors import DecayError
-from ..penalties import Penalty
+from ..penalties import Penalty, penalty_from_config
+from .. import schedules
 from ..tree import flatten, flatten_like, unflatten
 from ..validation import check_choice, check_number_or_schedule, scheduled_value
-from ..masks import resolve_groups, resolve_mask
+from ..masks import mask_from_config, mask_to_config, resolve_groups, resolve_mask
 
 #: How decoupled decay θ ← θ − s_t·λ_t·θ is scaled:
 #: "lr": s_t = lr_t (PyTorch AdamW, Keras 3, optax); "schedule_multiplier":
@@ -64,6 +65,10 @@ class Rule:
         on_nonfinite: str = "apply",
         **hyper,
     ):
+        self._kwargs = dict(
+            lr=lr, weight_decay=weight_decay, decoupled=decoupled, regularizer=regularizer,
+            decay_scaled_by=decay_scaled_by, mask=mask, groups=groups, on_nonfinite=on_nonfinite, **hyper,
+        )
         self.decoupled = bool(decoupled)
         if regularizer is not None and not isinstance(regularizer, Penalty):
             raise DecayError(
@@ -100,10 +105,16 @@ class Rule:
         hyper["weight_decay"] = check_number_or_schedule("weight_decay", hyper["weight_decay"])
         if self.decay_scaled_by == "schedule_multiplier":
             hyper["_lr0"] = _base_lr(hyper["lr"])
+        # Decided once, not per step: the math below must not branch on step values, so
+        # that it also traces into a graph (tf.function) with the step as a tensor.
+        hyper["_decays"] = callable(hyper["weight_decay"]) or hyper["weight_decay"] > 0
         return hyper
 
-    def _at_step(self, hyper: dict, t: int) -> dict:
-        """Numbers for step ``t``: schedules evaluated and checked, decay factor set."""
+    def hyper_at(self, hyper: dict, t: int) -> dict:
+        """One group's hyperparameters as numbers for step ``t``: schedules evaluated
+        and checked, and every step-dependent coefficient the math needs computed here
+        in Python float64, so the per-tensor math never looks at ``t``. Integrations
+        call this with their own group dicts."""
         h = dict(hyper)
         h["lr"] = scheduled_value("lr", hyper["lr"], t)
         h["weight_decay"] = wd = scheduled_value("weight_decay", hyper["weight_decay"], t)
@@ -113,6 +124,7 @@ class Rule:
             h["decoupled_factor"] = (h["lr"] / hyper["_lr0"]) * wd
         else:
             h["decoupled_factor"] = wd
+        h["decoupled_keep"] = 1.0 - h["decoupled_factor"]
         return h
 
     # -- structure -----------------------------------------------------------
@@ -184,42 +196,55 @@ class Rule:
         self._check_grads(backend, flat, g_leaves)
         self._check_state(state, flat)
         t = int(state.count)
-        hypers = [self._at_step(h, t) for h in self._hyper_sets()]
+        hypers = [self.hyper_at(h, t) for h in self._hyper_sets()]
         group_of, decayed = self._layout(flat)
 
         with backend.no_grad():
             g_vals = [backend.read(g) for g in g_leaves]
-            if self.on_nonfinite != "apply":
-                bad = [n for n, g in zip(flat.names, g_vals) if not backend.all_finite(g)]
-                if bad and self.on_nonfinite == "raise":
-                    raise DecayError(
-                        f"Non-finite gradient (inf or nan) for parameter(s) {bad} at step {t}. "
-                        "Nothing was updated. Use on_nonfinite='skip' to skip such steps."
-                    )
-                if bad:
-                    return params, state._replace(skipped=state.skipped + 1)
+            if self.skips_nonfinite(backend, flat.names, g_vals, t):
+                return params, state._replace(skipped=state.skipped + 1)
+            n = len(flat.leaves)
+            leaf_slots = [{s: v[i] for s, v in state.slots.items() if v[i] is not None} for i in range(n)]
+            values, leaf_slots = self.compute(
+                backend, flat.leaves, g_vals, leaf_slots, [hypers[g] for g in group_of], decayed
+            )
+            out = [backend.assign(p, v) for p, v in zip(flat.leaves, values)]
+        slots = {s: tuple(leaf_slots[i].get(s) for i in range(n)) for s in state.slots}
+        return unflatten(flat, out), RuleState(t + 1, slots, state.skipped)
 
-            new_values = []
-            new_slots = {s: list(v) for s, v in state.slots.items()}
-            for i, (p, g) in enumerate(zip(flat.leaves, g_vals)):
-                h = hypers[group_of[i]]
-                dtype = backend.dtype_name(p)
-                p_val = backend.read(p)
-                if dtype in LOW_PRECISION:
-                    # Compute in float32 and round once at the end, as PyTorch's fused kernels do.
-                    p_val, g = backend.cast(p_val, "float32"), backend.cast(g, "float32")
-                leaf_slots = {s: v[i] for s, v in state.slots.items() if v[i] is not None}
-                p_val, g = self._apply_decay(backend, p_val, g, h, decayed[i])
-                p_val, leaf_slots = self._update(backend, p_val, g, leaf_slots, h, t)
-                for s, v in leaf_slots.items():
-                    new_slots[s][i] = v
-                if dtype in LOW_PRECISION:
-                    p_val = backend.cast(p_val, dtype)
-                new_values.append(p_val)
+    def skips_nonfinite(self, backend, names, grads, t: int) -> bool:
+        """Apply the ``on_nonfinite`` policy: True when this step must be skipped."""
+        if self.on_nonfinite == "apply":
+            return False
+        bad = [n for n, g in zip(names, grads) if not backend.all_finite(g)]
+        if bad and self.on_nonfinite == "raise":
+            raise DecayError(
+                f"Non-finite gradient (inf or nan) for parameter(s) {bad} at step {t}. "
+                "Nothing was updated. Use on_nonfinite='skip' to skip such steps."
+            )
+        return bool(bad)
 
-            out = [backend.assign(p, v) for p, v in zip(flat.leaves, new_values)]
-        new_state = RuleState(t + 1, {s: tuple(v) for s, v in new_slots.items()}, state.skipped)
-        return unflatten(flat, out), new_state
+    def compute(self, backend, params, grads, slots, hypers, decayed):
+        """New values and slots for each tensor; pure, nothing is written.
+
+        ``slots[i]`` is a dict slot name -> tensor, ``hypers[i]`` the numbers from
+        :meth:`hyper_at` for its step, ``decayed[i]`` whether the mask decays it. This is
+        the whole update; :meth:`step` and the framework
+        integrations only gather its inputs and write its outputs."""
+        values, new_slots = [], []
+        for p, g, leaf_slots, h, is_decayed in zip(params, grads, slots, hypers, decayed):
+            dtype = backend.dtype_name(p)
+            p_val = backend.read(p)
+            if dtype in LOW_PRECISION:
+                # Compute in float32 and round once at the end, as PyTorch's fused kernels do.
+                p_val, g = backend.cast(p_val, "float32"), backend.cast(g, "float32")
+            p_val, g = self._apply_decay(backend, p_val, g, h, is_decayed)
+            p_val, leaf_slots = self._update(backend, p_val, g, leaf_slots, h)
+            if dtype in LOW_PRECISION:
+                p_val = backend.cast(p_val, dtype)
+            values.append(p_val)
+            new_slots.append(leaf_slots)
+        return values, new_slots
 
     # -- the math ------------------------------------------------------------------
     def _apply_decay(self, backend, p, g, h, decayed: bool):
@@ -232,14 +257,14 @@ class Rule:
             return p, g
         if self.regularizer is not None:
             g = g + self.regularizer.leaf_grad(backend, p)
-        if h["weight_decay"]:
+        if h["_decays"]:
             if self.decoupled:
-                p = p * (1.0 - h["decoupled_factor"])
+                p = p * h["decoupled_keep"]
             else:
                 g = g + p * h["weight_decay"]
         return p, g
 
-    def _update(self, backend, p, g, slots: dict, h: dict, t: int):
+    def _update(self, backend, p, g, slots: dict, h: dict):
         """The rule's own math for one tensor: returns (new θ, new slots)."""
         raise NotImplementedError
 
@@ -335,6 +360,24 @@ class Rule:
             raise DecayError(f"Saved state has an invalid step count: {count!r}.")
         return RuleState(int(count), slots, int(skipped))
 
+    # -- saving and loading the rule itself ----------------------------------------------
+    def get_config(self) -> dict:
+        """The rule as plain data (``rules.from_config`` rebuilds it). Schedules must be
+        ``decay.schedules`` objects and masks serializable ones; a plain Python callable
+        cannot be saved and is refused with an error."""
+        config = {"rule": self.name}
+        for key, value in self._kwargs.items():
+            if key == "regularizer":
+                value = None if value is None else value.get_config()
+            elif key == "mask":
+                value = mask_to_config(value)
+            elif key == "groups":
+                value = None if not value else [_group_to_config(g) for g in value]
+            else:
+                value = _value_to_config(key, value)
+            config[key] = value
+        return config
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items() if not k.startswith("_"))
         extra = []
@@ -361,3 +404,55 @@ def _base_lr(lr) -> float:
             "or start it above 0."
         )
     return base
+
+
+def _value_to_config(key, value):
+    if isinstance(value, schedules.Schedule):
+        return {"schedule": value.get_config()}
+    if callable(value):
+        raise DecayError(
+            f"Cannot save `{key}`={value!r}: a plain callable has no config. Use a "
+            "decay.schedules schedule, which can be saved."
+        )
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _group_to_config(group):
+    if callable(group["params"]):
+        raise DecayError("Cannot save a group selected by a callable; select it by a list of names.")
+    return {k: (list(v) if k == "params" else _value_to_config(k, v)) for k, v in group.items()}
+
+
+def value_from_config(value):
+    if isinstance(value, dict) and set(value) == {"schedule"}:
+        return schedules.from_config(value["schedule"])
+    return value
+
+
+def rule_kwargs_from_config(config: dict) -> dict:
+    kwargs = {k: value_from_config(v) for k, v in config.items() if k != "rule"}
+    if kwargs.get("regularizer") is not None:
+        kwargs["regularizer"] = penalty_from_config(kwargs["regularizer"])
+    kwargs["mask"] = mask_from_config(kwargs.get("mask"))
+    if kwargs.get("groups"):
+        kwargs["groups"] = [{k: value_from_config(v) for k, v in g.items()} for g in kwargs["groups"]]
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
+    return kwargs
+
+
+def normalized_weight_decay(lam_norm: float, batch_size: int, train_size: int, epochs: float) -> float:
+    """The AdamW paper's normalized weight decay: λ = λ_norm · √(b / (B·T)).
+
+    ``b`` is the batch size, ``B`` the number of training examples and ``T`` the number
+    of epochs of the run (or of one restart period with warm restarts). It makes the
+    best λ independent of how long one trains (Loshchilov & Hutter, ICLR 2019, §B.1)."""
+    from ..validation import check_number
+
+    lam_norm = check_number("lam_norm", lam_norm)
+    b = check_number("batch_size", batch_size, minimum=1)
+    big_b = check_number("train_size", train_size, minimum=1)
+    t = check_number("epochs", epochs)
+    if t <= 0:
+        raise DecayError(f"`epochs` must be > 0. Received: epochs={epochs!r}.")
+    return lam_norm * math.sqrt(b / (big_b * t))

@@ -39,16 +39,20 @@ class SGD(Rule):
             )
         return hyper
 
+    def hyper_at(self, hyper, t):
+        h = super().hyper_at(hyper, t)
+        # PyTorch starts the buffer at the first gradient, undamped: with the buffer at
+        # zero, b ← μ·0 + 1·g does exactly that.
+        h["damp"] = 1.0 if t == 0 else 1.0 - hyper["dampening"]
+        return h
+
     def slots_for(self, hyper):
         return ("momentum_buffer",) if hyper["momentum"] > 0 else ()
 
-    def _update(self, backend, p, g, slots, h, t):
+    def _update(self, backend, p, g, slots, h):
         mu = h["momentum"]
         if mu > 0:
-            if t == 0:
-                buf = g  # PyTorch starts the buffer at the first gradient, undamped
-            else:
-                buf = slots["momentum_buffer"] * mu + g * (1.0 - h["dampening"])
+            buf = slots["momentum_buffer"] * mu + g * h["damp"]
             slots = {"momentum_buffer": buf}
             g = g + buf * mu if h["nesterov"] else buf
         return p - g * h["lr"], slots
