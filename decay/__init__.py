@@ -12,6 +12,23 @@ from .rules import Rule, RuleState, adam, adamw, normalized_weight_decay, sgd
 
 __version__ = "0.1.0"
 
+# Integrations that import a framework: loaded when first touched (decay.torch, decay.keras).
+_LAZY = {"torch": "decay.integrations.torch", "keras": "decay.integrations.keras"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(_LAZY[name])
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'decay' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
+
 __all__ = [
     "DecayError",
     "available_backends",

@@ -1,0 +1,185 @@
+"""decay inside a PyTorch training loop: ``decay.torch.Optimizer(params, rule)``.
+
+A real :class:`torch.optim.Optimizer`: it takes ``model.parameters()``,
+``model.named_parameters()`` (names feed the rule's mask) or param groups with their own
+hyperparameters; ``zero_grad``, ``step(closure)``, ``state_dict``/``load_state_dict``
+and ``add_param_group`` behave as in torch, and torch's ``lr_scheduler`` classes drive
+``group["lr"]``. The update itself is the rule's (:meth:`decay.rules.Rule.compute`):
+nothing here does math.
+
+Per-parameter state uses torch's own slot names (``step``, ``momentum_buffer``,
+``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``), so its layout matches torch's SGD,
+Adam and AdamW.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..backends import get_backend
+from ..errors import DecayError
+from ..masks import resolve_mask
+from ..rules import Rule
+from ..rules.base import LOW_PRECISION
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Run a decay rule as a torch optimizer.
+
+    ``rule`` gives the defaults; a param group may override any of the rule's
+    hyperparameters (``rule.hyper_names``), e.g.
+    ``[{"params": decay_params}, {"params": no_decay, "weight_decay": 0.0}]``. A group's
+    ``lr`` may be a number (which torch's lr schedulers change) or a decay schedule /
+    callable of the step (evaluated at each parameter's step count) — use one of the
+    two, not both.
+
+    ``on_nonfinite="skip"`` on the rule skips the whole step when any gradient is inf or
+    nan (nothing is written, step counts do not advance) and counts it in
+    :attr:`skipped_steps`; ``"raise"`` raises :class:`decay.DecayError`.
+
+    Example::
+
+        model = torch.nn.Linear(4, 1)
+        opt = decay.torch.Optimizer(model.named_parameters(),
+                                    decay.adamw(1e-3, weight_decay=0.05, mask=decay.masks.timm_default))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100)
+        for x, y in batches:
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+            sched.step()
+    """
+
+    def __init__(self, params, rule: Rule):
+        if not isinstance(rule, Rule):
+            raise DecayError(
+                f"`rule` must be a decay rule such as decay.sgd(...) or decay.adamw(...). "
+                f"Received a {type(rule).__module__}.{type(rule).__qualname__}."
+            )
+        if rule.groups:
+            raise DecayError(
+                "The rule has `groups=`; with decay.torch.Optimizer give groups as torch param "
+                "groups instead: [{'params': [...], 'lr': ...}, ...]."
+            )
+        self.rule = rule
+        self.skipped_steps = 0
+        self._backend = get_backend("torch")
+        defaults = {k: rule.defaults[k] for k in rule.hyper_names}
+        super().__init__(params, defaults)
+
+    # -- per-group hyperparameters ---------------------------------------------------
+    def _group_hyper(self, group: dict) -> dict:
+        """The group's hyperparameters, validated as the rule validates its own."""
+        hyper = self.rule._check_hyper({k: group[k] for k in self.rule.hyper_names})
+        if "_lr0" in hyper and "initial_lr" in group:
+            # A torch lr scheduler keeps the base lr here: the paper's η_t = lr_t / lr_0.
+            hyper["_lr0"] = float(group["initial_lr"])
+        return hyper
+
+    def _decayed(self, group: dict, params: list) -> list:
+        names = group.get("param_names")
+        if names is None:
+            if isinstance(self.rule.mask, dict):
+                raise DecayError(
+                    "The rule's mask names parameters, but the optimizer was given unnamed "
+                    "parameters. Pass model.named_parameters() instead of model.parameters()."
+                )
+            names = [""] * len(group["params"])
+        by_param = dict(zip(map(id, group["params"]), names))
+        chosen = [by_param[id(p)] for p in params]
+        return resolve_mask(self.rule.mask, chosen, params)
+
+    # -- the step --------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        work = []  # (group hyper, params, grads) for every group with gradients
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if p.grad.is_sparse:
+                    raise DecayError("decay.torch.Optimizer does not support sparse gradients.")
+            work.append((group, self._group_hyper(group), params, [p.grad for p in params]))
+
+        backend = self._backend
+        all_grads = [g for _, _, _, grads in work for g in grads]
+        names = [f"param {i}" for i in range(len(all_grads))]
+        if self.rule.skips_nonfinite(backend, names, all_grads, self._min_step()):
+            self.skipped_steps += 1
+            return loss
+
+        # Compute every new value first, write afterwards: an error leaves all untouched.
+        results = []
+        for group, hyper, params, grads in work:
+            states = [self._state_for(p, hyper) for p in params]
+            hypers_by_step: dict[int, dict] = {}
+            hypers = []
+            for state in states:
+                t = int(state["step"])
+                if t not in hypers_by_step:
+                    hypers_by_step[t] = self.rule.hyper_at(hyper, t)
+                hypers.append(hypers_by_step[t])
+            slots = [{k: v for k, v in s.items() if k != "step"} for s in states]
+            decayed = self._decayed(group, params)
+            values, new_slots = self.rule.compute(backend, params, grads, slots, hypers, decayed)
+            results.append((params, states, values, new_slots))
+
+        for params, states, values, new_slots in results:
+            for p, state, value, slots in zip(params, states, values, new_slots):
+                p.copy_(value)
+                state.update(slots)
+                state["step"] += 1
+        return loss
+
+    def _min_step(self) -> int:
+        steps = [int(s["step"]) for s in self.state.values() if "step" in s]
+        return min(steps) if steps else 0
+
+    def _state_for(self, p, hyper) -> dict:
+        """A parameter's state, created on first use (zero slots, step 0)."""
+        state = self.state[p]
+        if not state:
+            # A float tensor on the CPU, as torch keeps 'step' for non-fused optimizers.
+            state["step"] = torch.tensor(0.0)
+            for slot in self.rule.slots_for(hyper):
+                dtype = torch.float32 if self._backend.dtype_name(p) in LOW_PRECISION else p.dtype
+                state[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+        return state
+
+    # -- saving -------------------------------------------------------------------------------
+    def state_dict(self):
+        state = super().state_dict()
+        state["decay"] = {"rule": self.rule.name, "skipped_steps": self.skipped_steps}
+        return state
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("decay", None) or {}
+        saved_rule = extra.get("rule")
+        if saved_rule is not None and saved_rule != self.rule.name:
+            raise DecayError(
+                f"This optimizer state was saved with rule {saved_rule!r} but this optimizer runs "
+                f"{self.rule.name!r}. Build the optimizer with the same rule."
+            )
+        super().load_state_dict(state_dict)
+        self.skipped_steps = int(extra.get("skipped_steps", 0))
+        self._restore_float32_slots(state_dict)
+
+    def _restore_float32_slots(self, state_dict):
+        """torch casts loaded state to each parameter's dtype; decay keeps the slots of
+        float16/bfloat16 parameters in float32, so put back the saved float32 values
+        (a round trip through bfloat16 would lose their low bits)."""
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            if p.dtype not in (torch.float16, torch.bfloat16):
+                continue
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                if key != "step" and isinstance(value, torch.Tensor) and value.is_floating_point():
+                    self.state[p][key] = value.to(dtype=torch.float32, device=p.device, copy=True)
