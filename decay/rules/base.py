@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backends import backend_of_tensors
+from ..backends import backend_name_of, backend_of_tensors
 from ..errors import DecayError
 from ..penalties import Penalty, penalty_from_config
 from .. import schedules
@@ -194,7 +194,7 @@ class Rule:
         flat, backend = self._prepare(params)
         g_leaves = flatten_like(grads, flat, "grads", "params")
         self._check_grads(backend, flat, g_leaves)
-        self._check_state(state, flat)
+        self._check_state(state, flat, backend)
         t = int(state.count)
         hypers = [self.hyper_at(h, t) for h in self._hyper_sets()]
         group_of, decayed = self._layout(flat)
@@ -293,11 +293,23 @@ class Rule:
                     f"parameter is on {backend.device(p)}. Move them to one device."
                 )
 
-    def _check_state(self, state, flat):
+    def _check_state(self, state, flat, backend):
+        """The state must be one this rule made for these params: same slots, one
+        tensor per parameter of its shape and backend, a valid count."""
         if not isinstance(state, RuleState):
             raise DecayError(
                 f"`state` must be the RuleState returned by init() or step(). "
                 f"Received a {type(state).__name__}."
+            )
+        if isinstance(state.count, bool) or not isinstance(state.count, (int, np.integer)) or state.count < 0:
+            raise DecayError(f"`state.count` must be an integer >= 0. Received: {state.count!r}.")
+        hypers = self._hyper_sets()
+        group_of, _ = self._layout(flat)
+        needed = {s for h in hypers for s in self.slots_for(h)}
+        if set(state.slots) != needed:
+            raise DecayError(
+                f"`state` holds slots {sorted(state.slots)} but {self.name} needs {sorted(needed)}. "
+                "Was it made by another rule? Call init() with this rule."
             )
         for slot, per_leaf in state.slots.items():
             if len(per_leaf) != len(flat.leaves):
@@ -305,6 +317,16 @@ class Rule:
                     f"`state` was made for {len(per_leaf)} parameters but {len(flat.leaves)} were "
                     "passed. Call init() with these params."
                 )
+            for name, p, x, g in zip(flat.names, flat.leaves, per_leaf, group_of):
+                wanted = slot in self.slots_for(hypers[g])
+                if wanted != (x is not None) or (
+                    x is not None
+                    and (backend_name_of(x) != backend.name or backend.shape(x) != backend.shape(p))
+                ):
+                    raise DecayError(
+                        f"`state` slot {slot!r} does not fit parameter {name!r} (expected a "
+                        f"{backend.name} tensor of shape {backend.shape(p)}). Call init() with these params."
+                    )
 
     # -- saving and loading state ------------------------------------------------------
     def state_dict(self, state: RuleState) -> dict:
@@ -319,45 +341,55 @@ class Rule:
 
     def load_state_dict(self, saved: dict, params) -> RuleState:
         """A state for ``params`` (on their backend, dtype and device) from
-        :meth:`state_dict`'s output, possibly saved from another backend."""
+        :meth:`state_dict`'s output, possibly saved from another backend.
+
+        Everything is checked before any tensor is made: a state of another rule, for
+        other shapes, or damaged (missing entries, non-float arrays) is
+        refused with a :class:`DecayError`."""
         template = self.init(params)
-        if not isinstance(saved, dict) or saved.get("rule") != self.name:
-            got = saved.get("rule") if isinstance(saved, dict) else type(saved).__name__
+        if not isinstance(saved, dict):
+            raise DecayError(f"Saved state must be the dict from state_dict(). Received a {type(saved).__name__}.")
+        if saved.get("rule") != self.name:
             raise DecayError(
-                f"This state was saved by rule {got!r}, not {self.name!r}. Load it into the "
-                "rule that saved it."
+                f"This state was saved by rule {saved.get('rule')!r}, not {self.name!r}. Load it "
+                "into the rule that saved it."
             )
-        if set(saved.get("slots", {})) != set(template.slots):
+        saved_slots = saved.get("slots")
+        if not isinstance(saved_slots, dict) or set(saved_slots) != set(template.slots):
+            got = sorted(saved_slots) if isinstance(saved_slots, dict) else saved_slots
             raise DecayError(
-                f"Saved state has slots {sorted(saved.get('slots', {}))} but this rule needs "
-                f"{sorted(template.slots)}. Were momentum/amsgrad settings changed?"
+                f"Saved state has slots {got!r} but this rule needs {sorted(template.slots)}. "
+                "Were momentum/amsgrad settings changed?"
             )
+        count, skipped = saved.get("count"), saved.get("skipped", 0)
+        for key, value in (("count", count), ("skipped", skipped)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise DecayError(f"Saved state has an invalid `{key}`: {value!r}. It must be an integer >= 0.")
         flat, backend = self._prepare(params)
-        slots = {}
+        checked = {}
         for slot, per_leaf in template.slots.items():
-            arrays = saved["slots"][slot]
-            if len(arrays) != len(per_leaf):
+            arrays = saved_slots[slot]
+            if not isinstance(arrays, (list, tuple)) or len(arrays) != len(per_leaf):
+                size = len(arrays) if isinstance(arrays, (list, tuple)) else type(arrays).__name__
                 raise DecayError(
-                    f"Saved slot {slot!r} holds {len(arrays)} tensors but params has {len(per_leaf)}."
+                    f"Saved slot {slot!r} holds {size} tensors but params has {len(per_leaf)}."
                 )
-            loaded = []
+            checked[slot] = []
             for name, like, array in zip(flat.names, per_leaf, arrays):
                 if (like is None) != (array is None):
                     raise DecayError(f"Saved slot {slot!r} does not match parameter {name!r}.")
-                if like is None:
-                    loaded.append(None)
-                    continue
-                array = np.asarray(array)
-                if tuple(array.shape) != backend.shape(like):
-                    raise DecayError(
-                        f"Saved slot {slot!r} for parameter {name!r} has shape {tuple(array.shape)} "
-                        f"but the parameter has shape {backend.shape(like)}."
-                    )
-                loaded.append(backend.from_numpy(array, like))
-            slots[slot] = tuple(loaded)
-        count, skipped = saved.get("count"), saved.get("skipped", 0)
-        if not isinstance(count, (int, np.integer)) or count < 0:
-            raise DecayError(f"Saved state has an invalid step count: {count!r}.")
+                if like is not None:
+                    array = np.asarray(array)
+                    if array.dtype.kind != "f" or tuple(array.shape) != backend.shape(like):
+                        raise DecayError(
+                            f"Saved slot {slot!r} for parameter {name!r} is a {array.dtype} array of "
+                            f"shape {tuple(array.shape)}; expected floats of shape {backend.shape(like)}."
+                        )
+                checked[slot].append((like, array))
+        slots = {
+            slot: tuple(None if like is None else backend.from_numpy(array, like) for like, array in pairs)
+            for slot, pairs in checked.items()
+        }
         return RuleState(int(count), slots, int(skipped))
 
     # -- saving and loading the rule itself ----------------------------------------------
