@@ -4,7 +4,7 @@
 used (by name, or because its tensors are passed in).
 """
 
-from . import checkpoint, masks, schedules
+from . import checkpoint, masks, models, schedules
 from .backends import available_backends, get_backend, known_backends
 from .errors import DecayError
 from .penalties import L1, L2, ElasticNet, Penalty, regularized_loss
@@ -47,4 +47,6 @@ __all__ = [
     "normalized_weight_decay",
     "schedules",
     "masks",
+    "models",
+    "checkpoint",
 ]

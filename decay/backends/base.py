@@ -86,6 +86,14 @@ class Backend:
         """A context in which arithmetic is not recorded by autodiff."""
         return contextlib.nullcontext()
 
+    # -- hot path -------------------------------------------------------------------
+    def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
+        """Run the whole step natively fast, writing params and ``slots`` (a dict per
+        parameter) in place, and return True; or return False, having written nothing,
+        when this backend has no fast path for it. The generic path is the reference:
+        the test suite checks both give the same numbers."""
+        return False
+
     # -- conversion --------------------------------------------------------
     def to_numpy(self, x) -> np.ndarray:
         raise NotImplementedError

@@ -14,6 +14,9 @@ class TorchBackend(Backend):
     module = "torch"
     extra = "torch"
 
+    def __init__(self):
+        self._counters = {}
+
     def is_tensor(self, x) -> bool:
         return isinstance(x, torch.Tensor)
 
@@ -61,6 +64,80 @@ class TorchBackend(Backend):
 
     def no_grad(self):
         return torch.no_grad()
+
+    # -- hot path: torch's own fused kernels ------------------------------------------
+    def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
+        """SGD and Adam variants through torch's fused kernels (``fused=True`` in
+        torch.optim), with coefficients from ``rule.kernel_spec``."""
+        if not params or params[0].dtype not in (torch.float32, torch.float64):
+            return False
+        dtype, device_type = params[0].dtype, params[0].device.type
+        if device_type not in ("cpu", "cuda"):
+            return False
+        for p, g in zip(params, grads):
+            if p.dtype != dtype or g.dtype != dtype or p.device.type != device_type or g.is_sparse:
+                return False
+        # Plan every group before touching anything: False must mean nothing was written.
+        groups = {}
+        for i, (h, is_decayed) in enumerate(zip(hypers, decayed)):
+            key = (id(h), is_decayed)
+            if key not in groups:
+                spec = rule.kernel_spec(h, is_decayed)
+                if spec is None:
+                    return False
+                groups[key] = (spec, [])
+            groups[key][1].append(i)
+        for spec, index in groups.values():
+            ps = [params[i] for i in index]
+            gs = [grads[i] for i in index]
+            if spec["kind"] == "sgd":
+                self._fused_sgd(spec, ps, gs, [slots[i] for i in index])
+            else:
+                self._fused_adam(spec, ps, gs, [slots[i] for i in index])
+        return True
+
+    def _fused_sgd(self, spec, params, grads, slots):
+        import torch.optim.sgd as torch_sgd
+
+        if spec["pre_scale"] != 1.0:
+            torch._foreach_mul_(params, spec["pre_scale"])
+        momentum = spec["momentum"]
+        buffers = None
+        if momentum > 0:
+            # torch starts the buffer at the first gradient when it is given none.
+            buffers = [None] * len(params) if spec["first_step"] else [s["momentum_buffer"] for s in slots]
+        torch_sgd.sgd(
+            params, grads, buffers if buffers is not None else [None] * len(params), fused=True,
+            weight_decay=spec["weight_decay"], momentum=momentum, lr=spec["lr"],
+            dampening=spec["dampening"], nesterov=spec["nesterov"], maximize=False,
+        )
+        if buffers is not None:
+            for s, buffer in zip(slots, buffers):
+                s["momentum_buffer"] = buffer
+
+    def _fused_adam(self, spec, params, grads, slots):
+        import torch.optim.adam as torch_adam
+
+        steps = self._step_counters(params, spec["step"])
+        torch_adam.adam(
+            params, grads, [s["exp_avg"] for s in slots], [s["exp_avg_sq"] for s in slots],
+            [s["max_exp_avg_sq"] for s in slots] if spec["amsgrad"] else [], steps, fused=True,
+            decoupled_weight_decay=spec["decoupled"], amsgrad=spec["amsgrad"],
+            beta1=spec["beta1"], beta2=spec["beta2"], lr=spec["lr"],
+            weight_decay=spec["weight_decay"], eps=spec["eps"], maximize=False,
+        )
+
+    def _step_counters(self, params, step):
+        """One scalar tensor per parameter holding ``step`` (the kernel adds 1 first);
+        reused across calls so that a step allocates nothing per tensor."""
+        device = params[0].device
+        pool = self._counters.setdefault(device, [])
+        while len(pool) < len(params):
+            pool.append(torch.zeros((), dtype=torch.float32, device=device))
+        counters = pool[: len(params)]
+        torch._foreach_zero_(counters)
+        torch._foreach_add_(counters, float(step))
+        return counters
 
     def to_numpy(self, x):
         x = x.detach()

@@ -33,6 +33,10 @@ class Optimizer(torch.optim.Optimizer):
     callable of the step (evaluated at each parameter's step count) — use one of the
     two, not both.
 
+    ``names=dict(model.named_parameters())`` names parameters given unnamed (for
+    example by ``ZeroRedundancyOptimizer``, which passes it on to each shard's
+    optimizer), so masks by name still apply.
+
     ``on_nonfinite="skip"`` on the rule skips the whole step when any gradient is inf or
     nan (nothing is written, step counts do not advance) and counts it in
     :attr:`skipped_steps`; ``"raise"`` raises :class:`decay.DecayError`.
@@ -50,7 +54,7 @@ class Optimizer(torch.optim.Optimizer):
             sched.step()
     """
 
-    def __init__(self, params, rule: Rule):
+    def __init__(self, params, rule: Rule, names=None):
         if not isinstance(rule, Rule):
             raise DecayError(
                 f"`rule` must be a decay rule such as decay.sgd(...) or decay.adamw(...). "
@@ -63,6 +67,17 @@ class Optimizer(torch.optim.Optimizer):
             )
         self.rule = rule
         self.skipped_steps = 0
+        # Names by parameter identity, for masks when params arrive unnamed (e.g. the
+        # shards ZeroRedundancyOptimizer hands out): names=dict(model.named_parameters()).
+        self._names = {}
+        if names is not None:
+            items = names.items() if isinstance(names, dict) else names
+            self._names = {id(p): str(n) for n, p in items}
+        self._mask = rule.mask
+        if isinstance(rule.mask, dict) and self._names:
+            # Checked against every name once: a shard holds only some of them.
+            resolve_mask(rule.mask, list(self._names.values()), [None] * len(self._names))
+            self._mask = lambda name, tensor, table=dict(rule.mask): bool(table.get(name, True))
         self._backend = get_backend("torch")
         defaults = {k: rule.defaults[k] for k in rule.hyper_names}
         super().__init__(params, defaults)
@@ -78,8 +93,10 @@ class Optimizer(torch.optim.Optimizer):
 
     def _decayed(self, group: dict, params: list) -> list:
         names = group.get("param_names")
+        if names is None and self._names:
+            names = [self._names.get(id(p), "") for p in group["params"]]
         if names is None:
-            if isinstance(self.rule.mask, dict):
+            if isinstance(self._mask, dict):
                 raise DecayError(
                     "The rule's mask names parameters, but the optimizer was given unnamed "
                     "parameters. Pass model.named_parameters() instead of model.parameters()."
@@ -87,7 +104,7 @@ class Optimizer(torch.optim.Optimizer):
             names = [""] * len(group["params"])
         by_param = dict(zip(map(id, group["params"]), names))
         chosen = [by_param[id(p)] for p in params]
-        return resolve_mask(self.rule.mask, chosen, params)
+        return resolve_mask(self._mask, chosen, params)
 
     # -- the step --------------------------------------------------------------------------
     @torch.no_grad()
@@ -114,8 +131,9 @@ class Optimizer(torch.optim.Optimizer):
             self.skipped_steps += 1
             return loss
 
-        # Compute every new value first, write afterwards: an error leaves all untouched.
-        results = []
+        # Plan every group first (schedules are evaluated and checked here), write after:
+        # a bad value at this step leaves everything untouched.
+        plans = []
         for group, hyper, params, grads in work:
             states = [self._state_for(p, hyper) for p in params]
             hypers_by_step: dict[int, dict] = {}
@@ -126,14 +144,15 @@ class Optimizer(torch.optim.Optimizer):
                     hypers_by_step[t] = self.rule.hyper_at(hyper, t)
                 hypers.append(hypers_by_step[t])
             slots = [{k: v for k, v in s.items() if k != "step"} for s in states]
-            decayed = self._decayed(group, params)
-            values, new_slots = self.rule.compute(backend, params, grads, slots, hypers, decayed)
-            results.append((params, states, values, new_slots))
+            plans.append((params, grads, states, slots, hypers, self._decayed(group, params)))
 
-        for params, states, values, new_slots in results:
-            for p, state, value, slots in zip(params, states, values, new_slots):
-                p.copy_(value)
-                state.update(slots)
+        for params, grads, states, slots, hypers, decayed in plans:
+            if not (self.rule.use_fast_path and backend.fast_update(self.rule, params, grads, slots, hypers, decayed)):
+                values, slots = self.rule.compute(backend, params, grads, slots, hypers, decayed)
+                for p, value in zip(params, values):
+                    p.copy_(value)
+            for state, new_slots in zip(states, slots):
+                state.update(new_slots)
                 state["step"] += 1
         return loss
 

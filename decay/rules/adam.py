@@ -77,6 +77,36 @@ class Adam(Rule):
         return p - (m / denom) * h["step_size"], new_slots
 
 
+    def kernel_spec(self, h, decayed):
+        coupled = self._coupled_penalty_coefficient(decayed)
+        if coupled is None:
+            return None
+        decoupled = 0.0
+        if decayed and h["_decays"]:
+            if not self.decoupled:
+                coupled += h["weight_decay"]
+            elif h["lr"] > 0:
+                decoupled = h["decoupled_factor"] / h["lr"]  # kernels shrink by lr·λ
+            elif h["decoupled_factor"] != 0:
+                return None
+        if coupled and decoupled:
+            return None  # one kernel call takes one kind of decay
+        beta1, beta2 = h["betas"]
+        # ε-hat: lr·√bc2/bc1 · m/(√v + ε̂) = lr/bc1 · m/(√v/√bc2 + ε̂/√bc2)
+        eps = h["eps"] / h["correction2_sqrt"] if self.epsilon_hat else h["eps"]
+        return {
+            "kind": "adam",
+            "lr": h["lr"],
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": eps,
+            "weight_decay": decoupled or coupled,
+            "decoupled": bool(decoupled),
+            "amsgrad": self.amsgrad,
+            "step": h["step"],
+        }
+
+
 def adam(
     lr=1e-3,
     betas=(0.9, 0.999),

@@ -31,7 +31,8 @@ LOW_PRECISION = ("float16", "bfloat16")
 
 
 class RuleState(NamedTuple):
-    """A rule's state: pure data, never mutated by ``step`` (which returns a new one).
+    """A rule's state: plain data. ``step`` returns the next one; its tensors may be
+    those of the state passed in, updated in place (see :meth:`Rule.step`).
 
     ``count`` is the number of updates applied so far (the 0-based index of the next
     one, which is the step schedules are evaluated at); ``slots`` maps a slot name
@@ -97,6 +98,9 @@ class Rule:
                 )
             self.groups.append((group["params"], self._check_hyper({**self.defaults, **overrides})))
         self._layout_cache: dict = {}
+        #: Let a backend run its fused/compiled hot path (see Backend.fast_update);
+        #: tests switch it off to check the generic path against it.
+        self.use_fast_path = True
 
     # -- hyperparameters ---------------------------------------------------
     def _check_hyper(self, hyper: dict) -> dict:
@@ -116,6 +120,7 @@ class Rule:
         in Python float64, so the per-tensor math never looks at ``t``. Integrations
         call this with their own group dicts."""
         h = dict(hyper)
+        h["step"] = t
         h["lr"] = scheduled_value("lr", hyper["lr"], t)
         h["weight_decay"] = wd = scheduled_value("weight_decay", hyper["weight_decay"], t)
         if self.decay_scaled_by == "lr":
@@ -189,8 +194,12 @@ class Rule:
         """One update. Returns ``(params, state)``.
 
         NumPy arrays, torch tensors and tf.Variables are written in place (and
-        returned); immutable tensors come back new. Everything is checked and computed
-        before the first write, so an error leaves params and state as they were."""
+        returned); immutable tensors come back new. Everything is checked before the
+        first write, so an error leaves params and state as they were.
+
+        Like torch.optim, a backend's fast path updates the state's tensors in place:
+        the state passed in is consumed, so keep using the returned one (take a
+        snapshot with :meth:`state_dict` to keep an old state)."""
         flat, backend = self._prepare(params)
         g_leaves = flatten_like(grads, flat, "grads", "params")
         self._check_grads(backend, flat, g_leaves)
@@ -205,10 +214,12 @@ class Rule:
                 return params, state._replace(skipped=state.skipped + 1)
             n = len(flat.leaves)
             leaf_slots = [{s: v[i] for s, v in state.slots.items() if v[i] is not None} for i in range(n)]
-            values, leaf_slots = self.compute(
-                backend, flat.leaves, g_vals, leaf_slots, [hypers[g] for g in group_of], decayed
-            )
-            out = [backend.assign(p, v) for p, v in zip(flat.leaves, values)]
+            leaf_hypers = [hypers[g] for g in group_of]
+            if self.use_fast_path and backend.fast_update(self, flat.leaves, g_vals, leaf_slots, leaf_hypers, decayed):
+                out = flat.leaves  # written in place, slots too
+            else:
+                values, leaf_slots = self.compute(backend, flat.leaves, g_vals, leaf_slots, leaf_hypers, decayed)
+                out = [backend.assign(p, v) for p, v in zip(flat.leaves, values)]
         slots = {s: tuple(leaf_slots[i].get(s) for i in range(n)) for s in state.slots}
         return unflatten(flat, out), RuleState(t + 1, slots, state.skipped)
 
@@ -267,6 +278,30 @@ class Rule:
     def _update(self, backend, p, g, slots: dict, h: dict):
         """The rule's own math for one tensor: returns (new θ, new slots)."""
         raise NotImplementedError
+
+    def kernel_spec(self, h: dict, decayed: bool):
+        """This step as the arguments of a PyTorch-style fused kernel, or None.
+
+        Fast paths (torch's fused kernels, NumPy's in-place loops) implement two
+        canonical updates — SGD(lr, coupled weight_decay, momentum, dampening, nesterov)
+        and Adam(lr, betas, eps, weight_decay coupled or decoupled, amsgrad) — and every
+        variant of decay that maps onto one by rescaling a coefficient is mapped here,
+        once. Variants that do not map (an L1 penalty in the update, ...) return None
+        and run on the generic path."""
+        return None
+
+    def _coupled_penalty_coefficient(self, decayed: bool):
+        """The regularizer's gradient as a coupled coefficient (L2(lam) → 2·lam), 0.0
+        without one, None when it is not linear in θ (L1, elastic net with l1 > 0)."""
+        if not decayed or self.regularizer is None:
+            return 0.0
+        from ..penalties import L2, ElasticNet
+
+        if isinstance(self.regularizer, L2):
+            return 2.0 * self.regularizer.lam
+        if isinstance(self.regularizer, ElasticNet) and self.regularizer.l1 == 0:
+            return 2.0 * self.regularizer.l2
+        return None
 
     # -- checks --------------------------------------------------------------------
     def _check_grads(self, backend, flat, g_leaves):

@@ -58,6 +58,33 @@ class SGD(Rule):
         return p - g * h["lr"], slots
 
 
+    def kernel_spec(self, h, decayed):
+        coupled = self._coupled_penalty_coefficient(decayed)
+        if coupled is None:
+            return None
+        pre_scale = 1.0
+        if decayed and h["_decays"]:
+            if not self.decoupled:
+                coupled += h["weight_decay"]
+            elif h["momentum"] == 0 and h["lr"] > 0:
+                # Plain SGD: θ(1 − f) − lr·g = θ − lr·(g + (f/lr)·θ), decoupled is coupled.
+                coupled += h["decoupled_factor"] / h["lr"]
+            elif self.regularizer is None:
+                pre_scale = h["decoupled_keep"]  # shrink θ first, then the momentum step
+            else:
+                return None  # the penalty's gradient is taken before the shrink
+        return {
+            "kind": "sgd",
+            "lr": h["lr"],
+            "weight_decay": coupled,
+            "momentum": h["momentum"],
+            "dampening": h["dampening"],
+            "nesterov": h["nesterov"],
+            "first_step": h["step"] == 0,
+            "pre_scale": pre_scale,
+        }
+
+
 def sgd(
     lr,
     momentum: float = 0.0,
