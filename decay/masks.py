@@ -27,7 +27,13 @@ def timm_default(name: str, tensor) -> bool:
 def exclude_names(*substrings: str):
     """Keras-style ``optimizer.exclude_from_weight_decay(var_names=[...])``: a parameter
     is not decayed when any substring occurs in its name (``re.search`` of the
-    substrings joined into one pattern, as Keras does)."""
+    substrings joined into one pattern, as Keras does).
+
+    The names are the ones decay is given: dict keys, ``named_parameters()`` names, or a
+    Keras variable's *path* (``"dense/kernel"``) in :mod:`decay.keras`. Keras itself
+    searches the TensorFlow variable name (``"dense_kernel:0"`` on TF), so a plain
+    substring behaves the same in both while an anchored pattern such as ``"kernel$"``
+    does not."""
     if not substrings or not all(isinstance(s, str) and s for s in substrings):
         raise DecayError(
             f"exclude_names() needs one or more non-empty strings. Received: {substrings!r}."

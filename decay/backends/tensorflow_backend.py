@@ -13,6 +13,14 @@ import tensorflow as tf  # noqa: E402
 from .base import Backend
 
 
+def _unwrap(x):
+    """A Keras 3 variable on the TensorFlow backend holds a tf.Variable in ``.value``;
+    decay treats it as that variable (and assigns through the Keras variable)."""
+    if not isinstance(x, (tf.Tensor, tf.Variable)) and isinstance(getattr(x, "value", None), tf.Variable):
+        return x.value
+    return x
+
+
 class TensorflowBackend(Backend):
     name = "tensorflow"
     aliases = ("tf",)
@@ -20,17 +28,20 @@ class TensorflowBackend(Backend):
     extra = "tensorflow"
 
     def is_tensor(self, x) -> bool:
-        return isinstance(x, (tf.Tensor, tf.Variable, tf.IndexedSlices))
+        return isinstance(_unwrap(x), (tf.Tensor, tf.Variable, tf.IndexedSlices))
 
     def dtype_name(self, x) -> str:
-        return x.dtype.name
+        return _unwrap(x).dtype.name
+
+    def shape(self, x) -> tuple:
+        return tuple(int(d) for d in _unwrap(x).shape)
 
     def device(self, x) -> str:
-        return x.device or "default"
+        return _unwrap(x).device or "default"
 
     def read(self, x):
         # Variables read as tensors; IndexedSlices (sparse embedding grads) as dense.
-        return tf.convert_to_tensor(x)
+        return tf.convert_to_tensor(_unwrap(x))
 
     def zeros_like(self, x):
         return tf.zeros_like(x)
@@ -57,17 +68,18 @@ class TensorflowBackend(Backend):
         return tf.cast(x, dtype_name)
 
     def assign(self, param, value):
-        if isinstance(param, tf.Variable):
-            param.assign(value)
+        if isinstance(_unwrap(param), tf.Variable):
+            param.assign(value)  # a Keras variable assigns its tf.Variable
             return param
         return tf.convert_to_tensor(value)
 
     def to_numpy(self, x):
-        x = tf.convert_to_tensor(x)
+        x = tf.convert_to_tensor(_unwrap(x))
         if x.dtype == tf.bfloat16:
             x = tf.cast(x, tf.float32)
         return np.array(x.numpy(), copy=True)
 
     def from_numpy(self, array, like):
+        like = _unwrap(like)
         with tf.device(like.device or None):
             return tf.constant(np.asarray(array), dtype=like.dtype)
