@@ -466,9 +466,9 @@ def _base_lr(lr) -> float:
     base = float(base)
     if not (base > 0 and math.isfinite(base)):
         raise DecayError(
-            f"decay_scaled_by='schedule_multiplier' divides by the base learning rate, which is "
-            f"{base!r} here. Give the schedule a positive `base` attribute (decay.schedules do) "
-            "or start it above 0."
+            "With decay_scaled_by='schedule_multiplier' the base learning rate `lr` must be > 0 "
+            f"(the decay is scaled by lr_t / lr_0). Received: lr_0={base!r}. Give the schedule "
+            "a positive `base` attribute (decay.schedules do) or start it above 0."
         )
     return base
 

@@ -1,0 +1,423 @@
+"""decay inside Keras 3: ``decay.keras.Optimizer(rule)`` and ``decay.keras.Regularizer(penalty)``.
+
+Both work with ``model.compile``/``model.fit``, custom ``tf.GradientTape`` loops, and
+``model.save``/``keras.models.load_model`` (registered as ``decay>Optimizer`` and
+``decay>Regularizer``). Keras's TensorFlow backend is required.
+
+The optimizer does no math of its own: each step it asks the rule for that step's
+coefficients (:meth:`decay.rules.Rule.hyper_at`, plain Python in float64) and hands
+them, with the gradients and slot variables, to :meth:`decay.rules.Rule.compute`.
+
+How the step reaches the rule. The step is Keras's ``optimizer.iterations``. Eagerly
+(``run_eagerly=True``, an eager custom loop) ``hyper_at`` is called with it directly.
+In a ``tf.function`` (``model.fit``) the step is a tensor, so one
+``tf.numpy_function`` per step reads it, runs ``hyper_at`` on the host and returns the
+step-dependent coefficients (schedule values, bias corrections, ``1 − lr·λ``, ...) as
+one float64 vector; each is cast to the dtype the update is computed in. Numbers that
+do not depend on the step (momentum, betas, eps) stay Python constants. Eager and
+traced steps run the same operations on the same numbers (bit-identical with
+Grappler's graph rewrites off; with them Adam can differ in the last bit).
+
+XLA. A host call cannot be XLA-compiled. Keras's ``jit_compile="auto"`` (the default)
+turns XLA off on CPU-only machines, so ``model.fit`` works as is there; on a GPU
+"auto" turns it on, and tracing then stops with a :class:`decay.DecayError` that says
+to compile with ``jit_compile=False``. (Keras decides "auto" from the model's layers
+alone; an optimizer has no way to opt out.)
+
+Learning rate. It comes from the rule: ``optimizer.learning_rate`` reports the rule's
+current lr (of its default group) as a float64 scalar, for logging and callbacks.
+Setting it raises a :class:`decay.DecayError` — put a schedule in the rule instead
+(``decay.sgd(lr=decay.schedules.cosine(...))``). So
+``keras.callbacks.LearningRateScheduler`` and ``ReduceLROnPlateau``, which set it,
+raise that error; a ``keras.optimizers.schedules`` object is not accepted either.
+
+Non-finite gradients (the rule's ``on_nonfinite``).
+``"skip"``: variables and slots are left untouched and ``optimizer.iterations`` does not
+advance, so, like the rule's ``RuleState.count``, it counts *applied* updates and
+schedules see the same steps as :meth:`decay.rules.Rule.step`; the skipped step is
+counted in :attr:`Optimizer.skipped_steps` (an optimizer variable, saved with the
+model). ``"raise"``: eagerly, a :class:`decay.DecayError`; inside a ``tf.function``
+(``model.fit`` without ``run_eagerly``) TensorFlow turns every exception raised in a
+host call into ``tf.errors.InvalidArgumentError``, whose message carries the
+DecayError's. Either way nothing is updated and ``iterations`` does not advance.
+
+Masks and groups match the Keras variable's ``path`` (``"dense/kernel"``,
+``"dense_1/bias"``), so ``decay.masks.exclude_names("bias")`` behaves as Keras's
+``optimizer.exclude_from_weight_decay(var_names=["bias"])`` (which matches the shorter
+variable name) and ``decay.masks.timm_default`` works unchanged. A path depends on
+where its layer was built: a ``Sequential`` given ``keras.Input`` builds its layers in
+its own name scope (``"net/hidden/kernel"``), the same model rebuilt by
+``keras.models.load_model`` does not (``"hidden/kernel"``). A mask or group that must
+survive saving should match substrings (``exclude_names``, ``timm_default``), not
+whole paths.
+
+With ``gradient_accumulation_steps`` the rule's step is the number of updates applied
+(Keras's ``iterations``), not the number of batches that Keras's own schedules see.
+
+Slots are optimizer variables named ``<path>_<slot>`` after the rule's slot names
+(``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``), float32 for
+float16/bfloat16 variables. Keras's own ``weight_decay`` is always off (decay is the
+rule's); clipping, ``use_ema``, ``loss_scale_factor`` and
+``gradient_accumulation_steps`` are Keras's and work as in any Keras optimizer.
+``tf.distribute`` strategies are not supported.
+
+Example::
+
+    model.compile(
+        optimizer=decay.keras.Optimizer(
+            decay.adamw(decay.schedules.cosine(1e-3, decay_steps=10_000), weight_decay=0.05,
+                        mask=decay.masks.exclude_names("bias"))),
+        loss="mse")
+    model.fit(x, y)
+    # Keras's AdamW(weight_decay=0.004) itself: decay.adamw(lr, weight_decay=0.004,
+    #                                                       eps=1e-7, epsilon_hat=True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DecayError
+
+try:
+    import keras
+    import tensorflow as tf
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise DecayError(
+        f"decay.keras needs Keras 3 and TensorFlow: pip install 'decay[tensorflow]'. ({exc})"
+    ) from exc
+
+from ..backends import get_backend
+from ..penalties import Penalty, penalty_from_config
+from ..rules import Rule
+from ..rules import from_config as rule_from_config
+from ..rules.base import LOW_PRECISION
+from ..tree import Flat
+
+#: Keras's optimizer arguments that decay.keras.Optimizer passes through and saves.
+_KERAS_ARGS = (
+    "clipnorm", "global_clipnorm", "clipvalue", "use_ema", "ema_momentum",
+    "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps",
+)
+
+
+def _require_tensorflow_backend(what: str):
+    if keras.backend.backend() != "tensorflow":
+        raise DecayError(
+            f"{what} needs Keras's TensorFlow backend, but Keras runs on "
+            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing keras."
+        )
+
+
+def _describe(value) -> str:
+    kind = type(value)
+    return f"a {kind.__module__}.{kind.__qualname__}: {value!r}"
+
+
+def _path(variable) -> str:
+    """The name masks and groups see: the Keras variable's path ("dense/kernel")."""
+    return getattr(variable, "path", None) or variable.name
+
+
+def _native(variable):
+    """The tf.Variable behind a Keras variable."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+def _in_xla_context() -> bool:
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - TensorFlow moved it; XLA then fails by itself
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+@keras.saving.register_keras_serializable(package="decay")
+class Optimizer(keras.optimizers.Optimizer):
+    """A decay update rule as a Keras optimizer.
+
+    ``rule`` is any :class:`decay.rules.Rule` (``decay.sgd``, ``decay.adam``,
+    ``decay.adamw``) and supplies the learning rate, the weight decay, the mask and
+    groups, and the update. ``keras_kwargs`` are Keras's own optimizer arguments
+    (``clipnorm``, ``use_ema``, ``gradient_accumulation_steps``, ...), except
+    ``learning_rate`` and ``weight_decay``, which belong to the rule.
+
+    See the module docstring for how the step reaches the rule, XLA, the learning rate
+    and non-finite gradients.
+    """
+
+    def __init__(self, rule, name=None, **keras_kwargs):
+        _require_tensorflow_backend("decay.keras.Optimizer")
+        if not isinstance(rule, Rule):
+            raise DecayError(
+                "`rule` must be a decay update rule such as decay.sgd(...), decay.adam(...) or "
+                f"decay.adamw(...). Received {_describe(rule)}."
+            )
+        for key in ("learning_rate", "weight_decay"):
+            if keras_kwargs.pop(key, None) is not None:
+                raise DecayError(
+                    f"decay.keras.Optimizer takes `{key}` from the rule; do not pass it. "
+                    f"Set it in the rule instead, e.g. decay.adamw(lr=1e-3, weight_decay=0.05)."
+                )
+        if rule.on_nonfinite == "skip" and keras_kwargs.get("gradient_accumulation_steps"):
+            raise DecayError(
+                "on_nonfinite='skip' cannot be combined with gradient_accumulation_steps: a "
+                "skipped step would shift Keras's accumulation cycle. Use on_nonfinite='raise' "
+                "or 'apply', or accumulate gradients yourself."
+            )
+        # Keras's weight decay stays off; the learning rate is read from the rule.
+        super().__init__(learning_rate=self._current_lr, weight_decay=None, name=name, **keras_kwargs)
+        self._rule = rule
+        self._tf_backend = get_backend("tensorflow")
+
+    @property
+    def rule(self) -> Rule:
+        return self._rule
+
+    # -- learning rate ------------------------------------------------------------------
+    def _current_lr(self):
+        """The rule's lr for its default group at the current step, float64."""
+        rule = self._rule
+
+        def lr_at(t):
+            return np.float64(rule.hyper_at(rule.defaults, int(t))["lr"])
+
+        if tf.executing_eagerly():
+            return tf.constant(lr_at(keras.ops.convert_to_numpy(self.iterations)), tf.float64)
+        # Stateless, so that it is pruned where nobody reads it (Keras computes it every step).
+        lr = tf.numpy_function(lr_at, [self.iterations], tf.float64, stateful=False)
+        lr.set_shape([])
+        return lr
+
+    @property
+    def learning_rate(self):
+        return self._current_lr()
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        raise DecayError(
+            f"decay.keras.Optimizer takes its learning rate from the rule ({self._rule!r}); it "
+            f"cannot be set (received {value!r}). Give the rule a schedule instead, e.g. "
+            "decay.sgd(lr=decay.schedules.exponential(0.1, decay_rate=0.5, decay_steps=1000)). "
+            "keras.callbacks.LearningRateScheduler and ReduceLROnPlateau set it and so do not "
+            "work with this optimizer."
+        )
+
+    # -- state ----------------------------------------------------------------------------
+    def build(self, variables):
+        if self.built:
+            return
+        if tf.distribute.has_strategy():
+            raise DecayError(
+                "decay.keras.Optimizer does not support tf.distribute strategies yet. Train "
+                "without a strategy, or use the rule in a custom loop per replica."
+            )
+        super().build(variables)
+        rule = self._rule
+        self._names = tuple(_path(v) for v in variables)
+        flat = Flat("list", tuple(range(len(variables))), self._names, list(variables))
+        self._group_of, self._decayed = rule._layout(flat)
+        hypers = rule._hyper_sets()
+        slots = []
+        for variable, group in zip(variables, self._group_of):
+            per_variable = {}
+            for slot in rule.slots_for(hypers[group]):
+                if keras.backend.standardize_dtype(variable.dtype) in LOW_PRECISION:
+                    per_variable[slot] = self.add_variable(  # state kept in float32
+                        shape=variable.shape, dtype="float32",
+                        name=f"{_path(variable).replace('/', '_')}_{slot}",
+                    )
+                else:
+                    per_variable[slot] = self.add_variable_from_reference(variable, name=slot)
+            slots.append(per_variable)
+        self._slots = slots
+        self._skipped = None
+        if rule.on_nonfinite == "skip":
+            self._skipped = self.add_variable(
+                shape=(), dtype="int64", aggregation="only_first_replica", name="skipped_steps"
+            )
+        # Which coefficients hyper_at computes per step; the others are constants. A
+        # schedule, or a key hyper_at adds, is per step; a number stored in the group is not.
+        self._dynamic, self._constant = [], []
+        for hyper in hypers:
+            at0 = rule.hyper_at(hyper, 0)
+            dynamic = tuple(k for k, v in at0.items() if k not in hyper or callable(hyper[k]))
+            for key in dynamic:
+                if isinstance(at0[key], bool) or not isinstance(at0[key], (int, float)):
+                    raise DecayError(
+                        f"{type(rule).__name__}.hyper_at returns {key}={at0[key]!r}, which changes "
+                        "per step but is not a number; decay.keras can only pass numbers into "
+                        "the graph."
+                    )
+            self._dynamic.append(dynamic)
+            self._constant.append({k: v for k, v in at0.items() if k not in dynamic})
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped for non-finite gradients (``on_nonfinite="skip"``)."""
+        if getattr(self, "_skipped", None) is None:
+            return 0
+        return int(keras.ops.convert_to_numpy(self._skipped))
+
+    # -- the step -------------------------------------------------------------------------
+    def _host_step(self, names, t, finite):
+        """On the host: the rule's coefficients for step ``t`` (one float list per
+        group) and whether the step is skipped. ``finite`` holds one flag per gradient,
+        or is None when the rule applies every step."""
+        rule = self._rule
+        t = int(t)
+        hypers = [rule.hyper_at(h, t) for h in rule._hyper_sets()]
+        skip = False
+        if finite is not None:
+            # The rule's own policy decides (and words the error); each gradient stands
+            # in as one number, non-finite exactly where the gradient is.
+            stand_ins = [np.float64(0.0 if ok else np.nan) for ok in np.asarray(finite)]
+            skip = rule.skips_nonfinite(get_backend("numpy"), names, stand_ins, t)
+        values = [[float(h[k]) for k in keys] for h, keys in zip(hypers, self._dynamic)]
+        return skip, values
+
+    def _coefficients(self, names, grads):
+        """(skip, one float dict per group): Python numbers eagerly, tensors when traced."""
+        finite = None
+        if self._rule.on_nonfinite != "apply":
+            finite = tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        if tf.executing_eagerly():
+            t = keras.ops.convert_to_numpy(self.iterations)
+            skip, values = self._host_step(names, t, None if finite is None else finite.numpy())
+            return skip, [dict(zip(keys, v)) for keys, v in zip(self._dynamic, values)]
+        if _in_xla_context():
+            raise DecayError(
+                "decay.keras.Optimizer evaluates the rule's schedules in Python each step, "
+                "which XLA cannot compile. Compile the model with jit_compile=False "
+                "(model.compile(..., jit_compile=False)); Keras's default 'auto' enables XLA "
+                "on GPUs."
+            )
+        sizes = [len(keys) for keys in self._dynamic]
+
+        def host(t, finite_flags):
+            skip, values = self._host_step(names, t, None if finite is None else finite_flags)
+            flat_values = [x for v in values for x in v]
+            return np.bool_(skip), np.asarray(flat_values, dtype=np.float64).reshape(sum(sizes))
+
+        # Stateful, so that it runs before every later write in the step (including
+        # Keras's iterations += 1) and an error in it stops them all.
+        skip, packed = tf.numpy_function(
+            host,
+            [self.iterations, tf.zeros([0], tf.bool) if finite is None else finite],
+            [tf.bool, tf.float64],
+            stateful=True,
+        )
+        skip.set_shape([])
+        packed.set_shape([sum(sizes)])
+        groups, start = [], 0
+        for keys in self._dynamic:
+            groups.append({k: packed[start + i] for i, k in enumerate(keys)})
+            start += len(keys)
+        return skip, groups
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # `learning_rate` (Keras's) is not used: the rule computes its own coefficients.
+        rule = self._rule
+        indices = [self._get_variable_index(v) for v in trainable_variables]
+        names = [self._names[i] for i in indices]
+        grads = [
+            tf.cast(tf.convert_to_tensor(g), v.dtype) for g, v in zip(grads, trainable_variables)
+        ]
+        skip, dynamic = self._coefficients(names, grads)
+
+        # Per leaf: its group's constants plus the per-step values, in the dtype the
+        # update is computed in (float32 for float16/bfloat16 variables).
+        cache = {}
+        hypers = []
+        for i, v in zip(indices, trainable_variables):
+            group = self._group_of[i]
+            dtype = keras.backend.standardize_dtype(v.dtype)
+            dtype = "float32" if dtype in LOW_PRECISION else dtype
+            if (group, dtype) not in cache:
+                values = dynamic[group]
+                if not tf.executing_eagerly():
+                    values = {k: tf.cast(x, dtype) for k, x in values.items()}
+                cache[group, dtype] = {**self._constant[group], **values}
+            hypers.append(cache[group, dtype])
+
+        def update():
+            params = [_native(v) for v in trainable_variables]
+            slots = [
+                {s: tf.convert_to_tensor(_native(x)) for s, x in self._slots[i].items()} for i in indices
+            ]
+            decayed = [self._decayed[i] for i in indices]
+            values, new_slots = rule.compute(self._tf_backend, params, grads, slots, hypers, decayed)
+            for v, value in zip(trainable_variables, values):
+                self.assign(v, value)
+            for i, leaf_slots in zip(indices, new_slots):
+                for s, value in leaf_slots.items():
+                    self.assign(self._slots[i][s], value)
+
+        eager = tf.executing_eagerly()
+        if eager:
+            if not skip:
+                update()
+        elif rule.on_nonfinite == "skip":
+            tf.cond(skip, lambda: None, update)
+        else:
+            update()
+        if rule.on_nonfinite == "skip" or not eager:
+            # Keras's apply() adds 1 to iterations after this; a skipped step takes it
+            # back, so iterations counts applied updates as RuleState.count does. In a
+            # graph this write, which needs the host call's result, also orders Keras's
+            # increment after that call: an error there leaves iterations as it was.
+            self._iterations.assign_sub(tf.cast(skip, self._iterations.dtype))
+        if self._skipped is not None:
+            self._skipped.assign_add(tf.cast(skip, "int64"))
+
+    # -- saving -----------------------------------------------------------------------------
+    def get_config(self):
+        config = {"name": self.name, "rule": self._rule.get_config()}
+        config.update({key: getattr(self, key) for key in _KERAS_ARGS})
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if "rule" not in config:
+            raise DecayError(
+                f"A decay.keras.Optimizer config needs a 'rule' entry. Received keys: {sorted(config)}."
+            )
+        return cls(rule_from_config(config.pop("rule")), **config)
+
+
+@keras.saving.register_keras_serializable(package="decay")
+class Regularizer(keras.regularizers.Regularizer):
+    """A decay penalty as a Keras regularizer: ``regularizer(x) = penalty.penalty(x)``.
+
+    As ``kernel_regularizer`` it adds the penalty of the weights to the loss (weight
+    decay in the loss): ``Regularizer(decay.L2(lam))`` equals ``keras.regularizers.L2(lam)``.
+    As ``activity_regularizer`` it penalizes the layer's outputs; Keras itself divides
+    an activity regularizer's value by the batch size (``Layer.__call__`` in Keras 3),
+    for this class as for its own — decay divides nothing.
+
+    In float64 the coefficient stays float64; Keras's own ``L1``/``L2`` round it to
+    float32 first (``ops.cast(self.l2, x.dtype)``), so the two differ by that rounding
+    unless float32 holds it exactly (measured 3.3e-10 in the weights for l2 = 0.01).
+    """
+
+    def __init__(self, penalty):
+        if not isinstance(penalty, Penalty):
+            raise DecayError(
+                "`penalty` must be a decay penalty such as decay.L2(lam), decay.L1(lam) or "
+                f"decay.ElasticNet(l1, l2). Received {_describe(penalty)}."
+            )
+        self.penalty = penalty
+
+    def __call__(self, x):
+        return self.penalty.penalty(_native(x))
+
+    def get_config(self):
+        return {"penalty": self.penalty.get_config()}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(penalty_from_config(config["penalty"]))
+
+    def __repr__(self):
+        return f"decay.keras.Regularizer({self.penalty!r})"
