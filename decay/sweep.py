@@ -1,0 +1,158 @@
+"""Choosing λ: k-fold cross-validation over a grid, the answer of the source article to
+"how do I pick the regularization strength" (交叉验证, 网格搜索).
+
+For every λ the model is trained k times, each time on k−1 folds of the training set
+and scored on the held-out fold; the best λ has the lowest mean validation loss. It
+is also trained once on the whole training set and scored on the test set, which
+shows the train–test gap that weight decay closes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from . import compare, datasets
+from .backends import get_backend
+from .errors import DecayError
+from .models import batches
+
+SCHEMA = "decay.sweep/1"
+DEFAULT_GRID = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+
+
+@dataclass
+class Point:
+    backend: str
+    weight_decay: float
+    val_mean: float
+    val_std: float
+    train_loss: float
+    test_loss: float
+
+    @property
+    def gap(self) -> float:
+        return self.test_loss - self.train_loss
+
+
+@dataclass
+class SweepResult:
+    config: compare.Config
+    folds: int
+    points: list
+    best: dict  # backend -> best λ
+
+    def to_json(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "config": asdict(self.config),
+            "folds": self.folds,
+            "best": self.best,
+            "points": [dict(asdict(p), gap=p.gap) for p in self.points],
+        }
+
+
+def fold_indices(n: int, k: int, seed: int):
+    """k (train, validation) index pairs from one fixed shuffle of range(n)."""
+    if not 2 <= k <= n:
+        raise DecayError(f"--folds must be between 2 and the number of training samples ({n}). Received: {k}.")
+    order = np.random.default_rng(seed).permutation(n)
+    parts = np.array_split(order, k)
+    return [(np.concatenate(parts[:i] + parts[i + 1 :]), parts[i]) for i in range(k)]
+
+
+def _train(name, model, config, data, params0):
+    rule, penalty = compare.build_rule(config)
+    order = list(batches(len(data.y_train), config.batch_size, config.steps))
+    off = compare._Progress(1, False)
+    params, _ = compare._TRAINERS[name](model, params0, rule, penalty, data, order, config.dtype, off)
+    return {k: v.astype(np.float64) for k, v in params.items()}
+
+
+def run(config: compare.Config, grid=DEFAULT_GRID, folds: int = 5) -> SweepResult:
+    compare.validate(config)
+    grid = [float(v) for v in grid]
+    if not grid or any(not np.isfinite(v) or v < 0 for v in grid):
+        raise DecayError(f"--grid must hold finite weight decays >= 0. Received: {grid}.")
+    names = [get_backend(n).name for n in (config.backends or ["numpy"])]
+    data = datasets.load(config.dataset)
+    model = compare.build_model(config, data)
+    params0 = model.init_params(config.seed, config.dtype)
+    splits = fold_indices(len(data.y_train), folds, config.seed)
+    points, best = [], {}
+    for name in names:
+        for lam in grid:
+            run_config = replace(config, weight_decay=lam)
+            scores = []
+            for train_idx, val_idx in splits:
+                part = data._replace(
+                    X_train=data.X_train[train_idx], y_train=data.y_train[train_idx],
+                    X_test=data.X_train[val_idx], y_test=data.y_train[val_idx],
+                )
+                params = _train(name, model, run_config, part, params0)
+                scores.append(model.loss(params, part.X_test, part.y_test))
+            params = _train(name, model, run_config, data, params0)
+            points.append(Point(
+                name, lam, float(np.mean(scores)), float(np.std(scores)),
+                model.loss(params, data.X_train, data.y_train), model.loss(params, data.X_test, data.y_test),
+            ))
+        mine = [p for p in points if p.backend == name]
+        best[name] = min(mine, key=lambda p: p.val_mean).weight_decay
+    return SweepResult(config, folds, points, best)
+
+
+def format_table(result: SweepResult) -> str:
+    config = result.config
+    lines = [
+        f"{result.folds}-fold cross-validation of weight decay ({config.decay_mode}) for {config.model} "
+        f"on {config.dataset}, {config.optimizer}, lr {config.lr}, {config.steps} steps",
+        "",
+        f"{'backend':<11} {'lambda':>9} {'val mean':>10} {'val std':>9} {'train':>9} {'test':>9} {'gap':>9}",
+    ]
+    for p in result.points:
+        mark = "  <- best" if p.weight_decay == result.best[p.backend] else ""
+        lines.append(
+            f"{p.backend:<11} {p.weight_decay:>9.2e} {p.val_mean:>10.5f} {p.val_std:>9.5f} "
+            f"{p.train_loss:>9.5f} {p.test_loss:>9.5f} {p.gap:>9.5f}{mark}"
+        )
+    lines.append("")
+    for name, lam in result.best.items():
+        lines.append(f"best weight decay on {name}: {lam:g}")
+    return "\n".join(lines)
+
+
+def plot(result: SweepResult, path: str) -> None:
+    """Validation loss (mean ± std) and the train–test gap against λ, log axis; λ = 0
+    is drawn as a dotted line since a log axis has no zero."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise DecayError("--plot needs matplotlib. Install it with: pip install 'decay[plot]'") from None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8), dpi=120)
+    for name in result.best:
+        pts = [p for p in result.points if p.backend == name]
+        pos = [p for p in pts if p.weight_decay > 0]
+        lam = np.array([p.weight_decay for p in pos])
+        mean = np.array([p.val_mean for p in pos])
+        std = np.array([p.val_std for p in pos])
+        line = left.plot(lam, mean, "o-", label=f"{name}: validation")[0]
+        left.fill_between(lam, mean - std, mean + std, alpha=0.15, color=line.get_color())
+        right.plot(lam, [p.gap for p in pos], "s-", label=f"{name}: test − train", color=line.get_color())
+        zero = [p for p in pts if p.weight_decay == 0]
+        if zero:
+            left.axhline(zero[0].val_mean, ls=":", color=line.get_color(), label=f"{name}: λ = 0")
+            right.axhline(zero[0].gap, ls=":", color=line.get_color())
+        left.axvline(result.best[name], ls="--", color="grey", alpha=0.6)
+    for ax, title in ((left, "validation loss"), (right, "train–test gap")):
+        ax.set_xscale("log")
+        ax.set_xlabel("weight decay λ")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
