@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -77,6 +77,10 @@ class Result:
     agree: bool
     dataset_description: str
     replay_error: float | None = None  # decay's update on identical gradients, when run
+    # For the plot of a 1-D data set: the model trained without decay (NumPy).
+    undecayed: dict = field(default=None, repr=False)
+    model: object = field(default=None, repr=False)
+    data: object = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         rows = []
@@ -253,7 +257,7 @@ def _train_numpy(model, params0, rule, penalty, data, order, dtype, progress):
     return params, losses
 
 
-def _train_torch(model, params0, rule, penalty, data, order, dtype, progress, native=None):
+def _train_torch(model, params0, rule, penalty, data, order, dtype, progress, native=None, hidden=None):
     import torch
 
     from .penalties import regularized_loss
@@ -271,6 +275,8 @@ def _train_torch(model, params0, rule, penalty, data, order, dtype, progress, na
         if penalty is not None:
             loss = regularized_loss(loss, params, penalty)
         losses.append(float(loss.detach()))
+        if hidden is not None:  # decay moved into the loss by a conversion: not reported
+            loss = regularized_loss(loss, params, hidden)
         if optimizer is not None:
             optimizer.zero_grad()
             loss.backward()
@@ -282,7 +288,7 @@ def _train_torch(model, params0, rule, penalty, data, order, dtype, progress, na
     return {k: v.detach().numpy().copy() for k, v in params.items()}, losses
 
 
-def _train_tensorflow(model, params0, rule, penalty, data, order, dtype, progress, native=None):
+def _train_tensorflow(model, params0, rule, penalty, data, order, dtype, progress, native=None, hidden=None):
     import tensorflow as tf
 
     from .penalties import regularized_loss
@@ -299,8 +305,11 @@ def _train_tensorflow(model, params0, rule, penalty, data, order, dtype, progres
             loss = _tf_loss(model, params, tf.gather(X, index), tf.gather(y, index))
             if penalty is not None:
                 loss = regularized_loss(loss, variables, penalty)
+            reported = loss
+            if hidden is not None:  # decay moved into the loss by a conversion: not reported
+                loss = regularized_loss(loss, variables, hidden)
         grads = tape.gradient(loss, variables)
-        losses.append(float(loss))
+        losses.append(float(reported))
         if native is not None:
             native.apply_gradients(zip(grads, variables))
         else:
@@ -342,9 +351,10 @@ def run(config: Config, progress: bool = True) -> Result:
         trainer = _train_torch if framework == "torch" else _train_tensorflow
         native = conversion.build if framework == "torch" else conversion.build()
         # A conversion may move decay into the loss (Keras: coupled decay becomes an L2
-        # kernel regularizer); add that penalty to the native row's loss.
-        native_penalty = _sum_penalties(penalty, getattr(conversion, "penalty", None))
-        params, losses = trainer(model, params0, None, native_penalty, data, order, config.dtype, bar, native=native)
+        # kernel regularizer): the native row trains on it but reports the same loss as
+        # the decay rows, so the curves compare.
+        params, losses = trainer(model, params0, None, penalty, data, order, config.dtype, bar, native=native,
+                                 hidden=getattr(conversion, "penalty", None))
         elapsed = time.perf_counter() - start
         row = _row(framework, "native", label, model, data, params, losses, elapsed, config.steps)
         row.exact = bool(conversion.exact)
@@ -362,7 +372,11 @@ def run(config: Config, progress: bool = True) -> Result:
         row.relative_error = relative_error(flat, flat_ref)
         if row.kind == "decay" and not row.relative_error <= tolerance:
             agree = False
-    result = Result(config, rows, reference.backend, tolerance, agree, data.description)
+    result = Result(config, rows, reference.backend, tolerance, agree, data.description, model=model, data=data)
+    if data.raw is not None and config.weight_decay > 0:
+        plain_rule, _ = build_rule(replace(config, weight_decay=0.0))
+        off = _Progress(1, False)
+        result.undecayed, _ = _train_numpy(model, params0, plain_rule, None, data, order, config.dtype, off)
     if not agree:
         result.replay_error = _replay(model, params0, rule, penalty, data, order, config.dtype, backends)
     return result
@@ -409,21 +423,6 @@ def _native_tensor(name, array, variable=True):
 
         return tf.Variable(array) if variable else tf.constant(array)
     return np.array(array)
-
-
-def _sum_penalties(a, b):
-    if a is None or b is None:
-        return a or b
-    from .penalties import Penalty
-
-    class _Both(Penalty):
-        def leaf_value(self, backend, x):
-            return a.leaf_value(backend, x) + b.leaf_value(backend, x)
-
-        def leaf_grad(self, backend, x):
-            return a.leaf_grad(backend, x) + b.leaf_grad(backend, x)
-
-    return _Both()
 
 
 def _native_conversions(rule, backends):
@@ -502,7 +501,8 @@ def format_table(result: Result) -> str:
 
 
 def plot(result: Result, path: str) -> None:
-    """Training-loss curves per row, log scale."""
+    """Training-loss curves per row (log scale); for the built-in 1-D data set also the
+    fitted curve with and without weight decay, which shows what the decay does."""
     try:
         import matplotlib
 
@@ -510,12 +510,14 @@ def plot(result: Result, path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise DecayError("--plot needs matplotlib. Install it with: pip install 'decay[plot]'") from None
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    config = result.config
+    curve = result.undecayed is not None
+    fig, axes = plt.subplots(1, 2 if curve else 1, figsize=(11 if curve else 7, 4.2), dpi=120)
+    ax = axes[0] if curve else axes
     styles = ["-", "--", ":", "-."]
     for i, row in enumerate(result.rows):
         label = f"{row.backend} ({row.optimizer})"
         ax.plot(np.arange(1, len(row.losses) + 1), row.losses, styles[i % len(styles)], label=label, linewidth=1.4)
-    config = result.config
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (batch)")
@@ -526,6 +528,26 @@ def plot(result: Result, path: str) -> None:
     )
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
+    if curve:
+        ax = axes[1]
+        data, model = result.data, result.model
+        x_train, x_test = data.raw
+        grid = np.linspace(min(x_train.min(), x_test.min()), max(x_train.max(), x_test.max()), 400)
+        ax.plot(x_test, data.y_test, ".", color="0.75", markersize=3, label="test data")
+        ax.plot(x_train, data.y_train, "o", color="black", markersize=4, label="training data")
+        for params, label, style in (
+            (result.undecayed, "no weight decay", "--"),
+            (result.rows[0].params, f"weight decay {config.weight_decay} ({result.rows[0].backend})", "-"),
+        ):
+            evaluation = {k: v.astype(np.float64) for k, v in params.items()}
+            test = model.loss(evaluation, data.X_test, data.y_test)
+            ax.plot(grid, model.predict(evaluation, data.features(grid))[:, 0], style, linewidth=1.6,
+                    label=f"{label}: test loss {test:.3f}")
+        ax.set_ylim(data.y_test.min() - 0.5, data.y_test.max() + 0.5)
+        ax.set_xlabel("x")
+        ax.set_title("what the decay does: the fitted function", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -27,6 +27,8 @@ class Dataset(NamedTuple):
     y_test: np.ndarray
     n_outputs: int  # regression outputs, or classes for multiclass
     description: str
+    features: object = None  # raw 1-D inputs -> standardized features, where the data has them
+    raw: tuple = None  # (x_train, x_test) raw 1-D inputs, for plots
 
 
 def _sine():
@@ -38,9 +40,13 @@ def _sine():
     split = np.array([r[0] for r in rows])
     x = np.array([float(r[1]) for r in rows])
     y = np.array([float(r[2]) for r in rows])
-    features = np.stack([x**k for k in range(1, DEGREE + 1)], axis=1)
     train = split == "train"
-    return features[train], y[train], features[~train], y[~train], "regression", 1
+    features = _polynomial(x)
+    return features[train], y[train], features[~train], y[~train], "regression", 1, (x[train], x[~train])
+
+
+def _polynomial(x):
+    return np.stack([np.asarray(x, dtype=np.float64) ** k for k in range(1, DEGREE + 1)], axis=1)
 
 
 def _sklearn(loader_name):
@@ -61,13 +67,13 @@ def _sklearn(loader_name):
 
 def _digits():
     X, y, train, test = _sklearn("load_digits")
-    return X[train], y[train].astype(np.int64), X[test], y[test].astype(np.int64), "multiclass", 10
+    return X[train], y[train].astype(np.int64), X[test], y[test].astype(np.int64), "multiclass", 10, None
 
 
 def _diabetes():
     X, y, train, test = _sklearn("load_diabetes")
     y = (y - y[train].mean()) / y[train].std()
-    return X[train], y[train], X[test], y[test], "regression", 1
+    return X[train], y[train], X[test], y[test], "regression", 1, None
 
 
 _LOADERS = {
@@ -85,8 +91,12 @@ def load(name: str = DEFAULT) -> Dataset:
     if name not in _LOADERS:
         raise DecayError(f"Unknown data set {name!r}. Known data sets: {', '.join(NAMES)}.")
     loader, description = _LOADERS[name]
-    X_train, y_train, X_test, y_test, task, n_outputs = loader()
+    X_train, y_train, X_test, y_test, task, n_outputs, raw = loader()
     mean, std = X_train.mean(axis=0), X_train.std(axis=0)
     std[std == 0] = 1.0  # constant pixels in digits
     X_train, X_test = (X_train - mean) / std, (X_test - mean) / std
-    return Dataset(name, task, X_train, y_train, X_test, y_test, n_outputs, description)
+    features = None
+    if raw is not None:
+        def features(x, mean=mean, std=std):
+            return (_polynomial(x) - mean) / std
+    return Dataset(name, task, X_train, y_train, X_test, y_test, n_outputs, description, features, raw)
