@@ -6,6 +6,7 @@ used (by name, or because its tensors are passed in).
 
 from . import checkpoint, masks, models, schedules
 from .backends import available_backends, get_backend, known_backends
+from .convert import from_native, to_native
 from .errors import DecayError
 from .penalties import L1, L2, ElasticNet, Penalty, regularized_loss
 from .rules import Rule, RuleState, adam, adamw, normalized_weight_decay, sgd
@@ -45,6 +46,8 @@ __all__ = [
     "adam",
     "adamw",
     "normalized_weight_decay",
+    "from_native",
+    "to_native",
     "schedules",
     "masks",
     "models",
