@@ -147,4 +147,5 @@ class TorchBackend(Backend):
         return x.cpu().numpy().copy()
 
     def from_numpy(self, array, like):
-        return torch.from_numpy(np.ascontiguousarray(array)).to(dtype=like.dtype, device=like.device)
+        # np.array, not np.ascontiguousarray: the latter turns 0-d arrays into shape (1,).
+        return torch.from_numpy(np.array(array, copy=True)).to(dtype=like.dtype, device=like.device)
