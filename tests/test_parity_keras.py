@@ -38,8 +38,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-tf = pytest.importorskip("tensorflow")  # conftest fails the session if tensorflow is required
-keras = pytest.importorskip("keras")
+import tensorflow as tf
+import keras
 if keras.backend.backend() != "tensorflow":
     pytest.skip(
         f"these tests drive Keras on TensorFlow; KERAS_BACKEND is {keras.backend.backend()!r}",
