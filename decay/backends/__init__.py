@@ -52,6 +52,9 @@ def _canonical(name: str) -> str:
 
 
 def _load(name: str) -> Backend:
+    backend = _instances.get(name)  # the common case, without taking the lock
+    if backend is not None:
+        return backend
     with _lock:
         backend = _instances.get(name)
         if backend is not None:
@@ -126,8 +129,13 @@ def backend_of_tensors(tensors, what: str = "params") -> Backend:
     """The one backend of several tensors; an error names both when they mix."""
     found = None
     first_index = None
+    checked = {}  # type -> name: is_tensor once per type, not once per tensor
     for index, tensor in tensors:
-        name = backend_name_of(tensor)
+        tp = type(tensor)
+        name = checked.get(tp, False)
+        if name is False:
+            name = backend_name_of(tensor)
+            checked[tp] = name
         if name is None:
             raise DecayError(
                 f"`{what}` entry {index!r} is a {type(tensor).__module__}.{type(tensor).__qualname__}, "

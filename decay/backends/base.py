@@ -42,6 +42,19 @@ class Backend:
         """Where the tensor lives, as a string that is equal for tensors on one device."""
         return "cpu"
 
+    def device_key(self, x):
+        """A cheap, comparable stand-in for :meth:`device` (checked per tensor per step)."""
+        return self.device(x)
+
+    def same_layout(self, a, b) -> bool:
+        """Whether two tensors have the same shape, dtype and device (per tensor per
+        step, so adapters override it with their framework's cheapest comparisons)."""
+        return (
+            self.shape(a) == self.shape(b)
+            and self.dtype_name(a) == self.dtype_name(b)
+            and self.device_key(a) == self.device_key(b)
+        )
+
     def is_floating(self, x) -> bool:
         return self.dtype_name(x) in ("float16", "bfloat16", "float32", "float64")
 

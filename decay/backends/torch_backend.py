@@ -26,6 +26,15 @@ class TorchBackend(Backend):
     def device(self, x) -> str:
         return str(x.device)
 
+    def device_key(self, x):
+        return x.device
+
+    def same_layout(self, a, b) -> bool:
+        return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+
+    def is_floating(self, x) -> bool:
+        return x.is_floating_point()
+
     def read(self, x):
         # .detach() so that reading a parameter never records an autograd graph.
         return x.detach()

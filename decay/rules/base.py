@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backends import backend_name_of, backend_of_tensors
+from ..backends import backend_of_tensors
 from ..errors import DecayError
 from ..penalties import Penalty, penalty_from_config
 from .. import schedules
@@ -161,8 +161,8 @@ class Rule:
                     f"Parameter {name!r} has dtype {backend.dtype_name(leaf)}; decay updates "
                     "floating-point tensors only. Cast it to float32 or exclude it from params."
                 )
-        devices = {backend.device(x) for x in flat.leaves}
-        if len(devices) > 1:
+        if len({backend.device_key(x) for x in flat.leaves}) > 1:
+            devices = {backend.device(x) for x in flat.leaves}
             raise DecayError(
                 f"`params` live on several devices: {sorted(devices)}. Move them to one device "
                 "or use one rule per device."
@@ -311,6 +311,8 @@ class Rule:
             "params and grads",
         )
         for name, p, g in zip(flat.names, flat.leaves, g_leaves):
+            if backend.same_layout(p, g):
+                continue
             if backend.shape(p) != backend.shape(g):
                 raise DecayError(
                     f"The gradient of parameter {name!r} has shape {backend.shape(g)} but the "
@@ -355,8 +357,7 @@ class Rule:
             for name, p, x, g in zip(flat.names, flat.leaves, per_leaf, group_of):
                 wanted = slot in self.slots_for(hypers[g])
                 if wanted != (x is not None) or (
-                    x is not None
-                    and (backend_name_of(x) != backend.name or backend.shape(x) != backend.shape(p))
+                    x is not None and (not backend.is_tensor(x) or backend.shape(x) != backend.shape(p))
                 ):
                     raise DecayError(
                         f"`state` slot {slot!r} does not fit parameter {name!r} (expected a "
