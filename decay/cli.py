@@ -135,9 +135,9 @@ def _cmd_example(args) -> int:
 
 
 def _import_tensorflow_quietly():
-    """TensorFlow's C++ start-up notices (absl, oneDNN) go straight to file descriptor 2
-    and ignore TF_CPP_MIN_LOG_LEVEL; a command-line tool should not print them. Python
-    errors still surface as exceptions."""
+    """TensorFlow's C++ start-up notices (absl, oneDNN, CUDA discovery) go straight to
+    file descriptor 2 and ignore TF_CPP_MIN_LOG_LEVEL; a command-line tool should not
+    print them. Python errors still surface as exceptions."""
     import importlib.util
     import os
 
@@ -149,7 +149,11 @@ def _import_tensorflow_quietly():
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
-                import tensorflow  # noqa: F401
+                import tensorflow
+
+                # Device discovery prints too (cuInit errors on machines without a GPU
+                # driver when the CUDA build of TensorFlow is installed).
+                tensorflow.config.list_physical_devices()
             except Exception:
                 pass  # decay reports a broken install when the backend is used
     finally:
