@@ -73,6 +73,71 @@ class TensorflowBackend(Backend):
             return param
         return tf.convert_to_tensor(value)
 
+    # -- hot path: the generic math, XLA-compiled once per structure ---------------------
+    def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
+        """Run ``rule.compute`` for all variables in one ``tf.function(jit_compile=True)``,
+        traced once per structure (shapes, dtypes, groups, mask, constants) and cached on
+        the rule; the step-dependent coefficients (``rule.step_keys``) are arguments, so
+        later steps do not retrace. The math is the generic path's, compiled."""
+        variables = [_unwrap(p) for p in params]
+        if not tf.executing_eagerly() or not all(isinstance(v, tf.Variable) for v in variables):
+            return False  # inside someone's graph already, or immutable tensors: generic path
+        group_index, groups = [], []
+        for h in hypers:
+            for j, seen in enumerate(groups):
+                if seen is h:
+                    group_index.append(j)
+                    break
+            else:
+                group_index.append(len(groups))
+                groups.append(h)
+        constants = tuple(
+            tuple(sorted((k, v) for k, v in h.items() if k not in rule.step_keys)) for h in groups
+        )
+        slot_names = tuple(tuple(sorted(s)) for s in slots)
+        key = (
+            tuple((tuple(v.shape), v.dtype.name) for v in variables),
+            tuple(decayed), tuple(group_index), constants, slot_names,
+        )
+        try:
+            cache = rule.__dict__.setdefault("_xla_steps", {})
+            compiled = cache.get(key)
+            if compiled is None:
+                compiled = cache[key] = self._compile(rule, variables, group_index, constants, slot_names, decayed)
+        except TypeError:  # an unhashable constant (a user's object): no compiled path
+            return False
+        coefficients = [tf.constant([float(h[k]) for k in rule.step_keys], dtype=tf.float64) for h in groups]
+        flat_slots = [slots[i][name] for i, names in enumerate(slot_names) for name in names]
+        grads = [tf.convert_to_tensor(g) for g in grads]
+        new_flat = compiled(grads, flat_slots, coefficients)
+        position = 0
+        for i, names in enumerate(slot_names):
+            for name in names:
+                slots[i][name] = new_flat[position]
+                position += 1
+        return True
+
+    def _compile(self, rule, variables, group_index, constants, slot_names, decayed):
+        step_keys = rule.step_keys
+        compute_dtypes = [tf.float32 if v.dtype in (tf.float16, tf.bfloat16) else v.dtype for v in variables]
+
+        @tf.function(jit_compile=True)
+        def step(grads, flat_slots, coefficients):
+            hypers, leaf_slots, position = [], [], 0
+            for i, names in enumerate(slot_names):
+                h = dict(constants[group_index[i]])
+                for j, k in enumerate(step_keys):
+                    h[k] = tf.cast(coefficients[group_index[i]][j], compute_dtypes[i])
+                hypers.append(h)
+                leaf_slots.append({name: flat_slots[position + n] for n, name in enumerate(names)})
+                position += len(names)
+            values, new_slots = rule.compute(self, variables, grads, leaf_slots, hypers, list(decayed))
+            for v, value in zip(variables, values):
+                v.assign(value)
+            return [s[name] for s, names in zip(new_slots, slot_names) for name in names]
+
+        return step
+
     def to_numpy(self, x):
         x = tf.convert_to_tensor(_unwrap(x))
         if x.dtype == tf.bfloat16:

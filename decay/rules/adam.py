@@ -31,6 +31,7 @@ class Adam(Rule):
 
     name = "adam"
     hyper_names = ("lr", "weight_decay", "betas", "eps")
+    step_keys = Rule.step_keys + ("step_size", "correction2_sqrt", "alpha")
 
     def __init__(self, *, amsgrad=False, epsilon_hat=False, **kwargs):
         self.amsgrad = bool(amsgrad)

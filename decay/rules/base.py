@@ -52,6 +52,9 @@ class Rule:
     name = "rule"
     #: hyperparameters a group may override
     hyper_names: tuple = ("lr", "weight_decay")
+    #: entries of :meth:`hyper_at`'s result that change from step to step; every other
+    #: entry is a constant of the group (compiled fast paths bake those in)
+    step_keys: tuple = ("lr", "weight_decay", "decoupled_factor", "decoupled_keep", "step")
 
     def __init__(
         self,

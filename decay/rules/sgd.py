@@ -26,6 +26,7 @@ class SGD(Rule):
 
     name = "sgd"
     hyper_names = ("lr", "weight_decay", "momentum", "dampening", "nesterov")
+    step_keys = Rule.step_keys + ("damp",)
 
     def _check_hyper(self, hyper):
         hyper = super()._check_hyper(hyper)
