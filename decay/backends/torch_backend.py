@@ -37,7 +37,7 @@ class TorchBackend(Backend):
 
     def read(self, x):
         # .detach() so that reading a parameter never records an autograd graph.
-        return x.detach()
+        return x.detach() if x.requires_grad else x
 
     def zeros_like(self, x):
         return torch.zeros_like(x, memory_format=torch.preserve_format)
@@ -78,24 +78,27 @@ class TorchBackend(Backend):
     def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
         """SGD and Adam variants through torch's fused kernels (``fused=True`` in
         torch.optim), with coefficients from ``rule.kernel_spec``."""
-        if not params or params[0].dtype not in (torch.float32, torch.float64):
+        # The rule has checked that every grad matches its param's shape, dtype and device.
+        if {p.dtype for p in params} - {torch.float32, torch.float64}:
+            return False  # float16/bfloat16 keep float32 state: the generic path does that
+        if {p.device.type for p in params} - {"cpu", "cuda"} or any(g.is_sparse for g in grads):
             return False
-        dtype, device_type = params[0].dtype, params[0].device.type
-        if device_type not in ("cpu", "cuda"):
-            return False
-        for p, g in zip(params, grads):
-            if p.dtype != dtype or g.dtype != dtype or p.device.type != device_type or g.is_sparse:
-                return False
         # Plan every group before touching anything: False must mean nothing was written.
         groups = {}
         for i, (h, is_decayed) in enumerate(zip(hypers, decayed)):
             key = (id(h), is_decayed)
-            if key not in groups:
+            group = groups.get(key)
+            if group is None:
                 spec = rule.kernel_spec(h, is_decayed)
                 if spec is None:
                     return False
-                groups[key] = (spec, [])
-            groups[key][1].append(i)
+                group = groups[key] = (spec, [])
+            group[1].append(i)
+        if len(groups) == 1:  # the common case: no index lists to build
+            spec = next(iter(groups.values()))[0]
+            run = self._fused_sgd if spec["kind"] == "sgd" else self._fused_adam
+            run(spec, list(params), list(grads), slots)
+            return True
         for spec, index in groups.values():
             ps = [params[i] for i in index]
             gs = [grads[i] for i in index]

@@ -139,7 +139,11 @@ class Rule:
     def _layout(self, flat):
         """Per leaf: the index of its hyperparameter set (0 = defaults) and whether it
         is decayed. Cached on the names and ranks, which is all masks look at."""
-        key = (flat.names, tuple(len(getattr(x, "shape", ())) for x in flat.leaves))
+        by_name_only = (self.mask is None or isinstance(self.mask, dict)) and not any(
+            callable(selector) for selector, _ in self.groups
+        )
+        # Masks and groups given by name do not look at tensors: key on the names alone.
+        key = flat.names if by_name_only else (flat.names, tuple(len(getattr(x, "shape", ())) for x in flat.leaves))
         layout = self._layout_cache.get(key)
         if layout is None:
             group_of = resolve_groups([g for g, _ in self.groups], flat.names, flat.leaves)
@@ -308,11 +312,12 @@ class Rule:
 
     # -- checks --------------------------------------------------------------------
     def _check_grads(self, backend, flat, g_leaves):
-        backend_of_tensors(
-            [(n, x) for n, x in zip(flat.names, flat.leaves)]
-            + [(f"grads[{n!r}]", g) for n, g in zip(flat.names, g_leaves)],
-            "params and grads",
-        )
+        grads_backend = backend_of_tensors([(f"grads[{n!r}]", g) for n, g in zip(flat.names, g_leaves)], "grads")
+        if grads_backend is not backend:
+            raise DecayError(
+                f"`params` are {backend.name} tensors but `grads` are {grads_backend.name} tensors. "
+                "Convert them to one framework before calling decay."
+            )
         for name, p, g in zip(flat.names, flat.leaves, g_leaves):
             if backend.same_layout(p, g):
                 continue
