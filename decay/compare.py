@@ -239,7 +239,9 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _train_numpy(model, params0, rule, penalty, data, order, dtype, progress):
+def _train_numpy(model, params0, rule, penalty, data, order, dtype, progress, record=None):
+    """NumPy with hand-written gradients; ``record`` (a list) receives a copy of every
+    step's gradient, for :func:`_replay`."""
     X = data.X_train.astype(dtype)
     y = _targets(model, data.y_train, len(data.y_train))
     y = y if model.task == "multiclass" else y.astype(dtype)
@@ -252,6 +254,8 @@ def _train_numpy(model, params0, rule, penalty, data, order, dtype, progress):
             loss += float(penalty.penalty(params))
             grads = {k: grads[k] + g for k, g in penalty.grad(params).items()}
         losses.append(float(loss))
+        if record is not None:
+            record.append({k: g.copy() for k, g in grads.items()})
         params, state = rule.step(params, grads, state)
         progress.advance()
     return params, losses
@@ -387,18 +391,8 @@ def _replay(model, params0, rule, penalty, data, order, dtype, backends) -> floa
     gradients (NumPy's, along NumPy's trajectory) and return the largest relative
     difference of the final weights. Small means the update rules agree and the
     trajectories drifted apart through each framework's own gradient round-off."""
-    X = data.X_train.astype(dtype)
-    y = _targets(model, data.y_train, len(data.y_train))
-    y = y if model.task == "multiclass" else y.astype(dtype)
-    params = {k: v.copy() for k, v in params0.items()}
-    state = rule.init(params)
     recorded = []
-    for index in order:
-        _, grads = model.loss_and_grads(params, X[index], y[index])
-        if penalty is not None:
-            grads = {k: grads[k] + g for k, g in penalty.grad(params).items()}
-        recorded.append(grads)
-        params, state = rule.step(params, {k: g.copy() for k, g in grads.items()}, state)
+    params, _ = _train_numpy(model, params0, rule, penalty, data, order, dtype, _Progress(1, False), recorded)
     expected = np.concatenate([v.ravel() for v in params.values()])
     worst = 0.0
     for name in backends:
