@@ -8,7 +8,9 @@ Commands: ``compare`` (the default), ``sweep``, ``convert`` and ``example``. Exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 
 import numpy as np
@@ -134,29 +136,26 @@ def _cmd_example(args) -> int:
     return 0 if all_ok else 1
 
 
-def _import_tensorflow_quietly():
-    """TensorFlow's C++ start-up notices (absl, oneDNN, CUDA discovery) go straight to
-    file descriptor 2 and ignore TF_CPP_MIN_LOG_LEVEL; a command-line tool should not
-    print them. Python errors still surface as exceptions."""
-    import importlib.util
-    import os
-
-    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
-        return
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """TensorFlow's C++ notices (absl, oneDNN, CUDA discovery, XLA compilation) go
+    straight to file descriptor 2 and ignore TF_CPP_MIN_LOG_LEVEL; a command-line tool
+    should not print them. File descriptor 2 is pointed at /dev/null while the command
+    runs, and Python's ``sys.stderr`` at a copy of the real one, so decay's messages,
+    warnings and tracebacks still reach the terminal."""
     sys.stderr.flush()
     saved = os.dup(2)
+    real_stderr = sys.stderr
     try:
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=real_stderr.encoding or "utf-8",
+                               errors="backslashreplace")
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            try:
-                import tensorflow
-
-                # Device discovery prints too (cuInit errors on machines without a GPU
-                # driver when the CUDA build of TensorFlow is installed).
-                tensorflow.config.list_physical_devices()
-            except Exception:
-                pass  # decay reports a broken install when the backend is used
+        yield
     finally:
+        sys.stderr.flush()
+        python_stderr, sys.stderr = sys.stderr, real_stderr
+        python_stderr.close()
         os.dup2(saved, 2)
         os.close(saved)
 
@@ -229,18 +228,14 @@ def main(argv=None) -> int:
         from .sweep import DEFAULT_GRID
 
         args.grid = DEFAULT_GRID
-    backends = getattr(args, "backends", None)
-    if args.command in ("compare", "sweep", "example") and (
-        backends is None or any(b.lower() in ("tensorflow", "tf") for b in backends)
-    ):
-        _import_tensorflow_quietly()
-    try:
-        return args.func(args)
-    except DecayError as exc:
-        print(f"decay: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a real failure: say what, keep it to one line plus the type
-        print(f"decay: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    with _native_stderr_silenced():
+        try:
+            return args.func(args)
+        except DecayError as exc:
+            print(f"decay: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # a real failure: say what, keep it to one line plus the type
+            print(f"decay: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
