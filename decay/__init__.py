@@ -4,7 +4,7 @@
 used (by name, or because its tensors are passed in).
 """
 
-from . import checkpoint, masks, models, schedules
+from . import checkpoint, distributed, masks, models, schedules
 from .backends import available_backends, get_backend, known_backends
 from .convert import from_native, to_native
 from .errors import DecayError
@@ -52,4 +52,5 @@ __all__ = [
     "masks",
     "models",
     "checkpoint",
+    "distributed",
 ]

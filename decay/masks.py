@@ -24,7 +24,7 @@ def timm_default(name: str, tensor) -> bool:
     return not (_ndim(tensor) <= 1 or name.endswith("bias"))
 
 
-def exclude_names(*substrings: str):
+class exclude_names:  # noqa: N801 - used like the function it replaces
     """Keras-style ``optimizer.exclude_from_weight_decay(var_names=[...])``: a parameter
     is not decayed when any substring occurs in its name (``re.search`` of the
     substrings joined into one pattern, as Keras does).
@@ -34,18 +34,28 @@ def exclude_names(*substrings: str):
     searches the TensorFlow variable name (``"dense_kernel:0"`` on TF), so a plain
     substring behaves the same in both while an anchored pattern such as ``"kernel$"``
     does not."""
-    if not substrings or not all(isinstance(s, str) and s for s in substrings):
-        raise DecayError(
-            f"exclude_names() needs one or more non-empty strings. Received: {substrings!r}."
-        )
-    pattern = re.compile("|".join(substrings))
 
-    def mask(name: str, tensor) -> bool:
-        return pattern.search(name) is None
+    # A class, not a closure: a mask must pickle (ZeroRedundancyOptimizer copies the
+    # rule into its param groups and pickles them into checkpoints).
+    def __init__(self, *substrings: str):
+        if not substrings or not all(isinstance(s, str) and s for s in substrings):
+            raise DecayError(
+                f"exclude_names() needs one or more non-empty strings. Received: {substrings!r}."
+            )
+        self.substrings = substrings
+        self._pattern = re.compile("|".join(substrings))
 
-    mask.__name__ = f"exclude_names{substrings!r}"
-    mask.substrings = substrings  # what get_config() saves
-    return mask
+    def __call__(self, name: str, tensor) -> bool:
+        return self._pattern.search(name) is None
+
+    def __repr__(self):
+        return f"exclude_names{self.substrings!r}"
+
+    def __eq__(self, other):
+        return isinstance(other, exclude_names) and other.substrings == self.substrings
+
+    def __hash__(self):
+        return hash(self.substrings)
 
 
 def resolve_mask(mask, names, leaves) -> list:

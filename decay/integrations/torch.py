@@ -80,7 +80,7 @@ class Optimizer(torch.optim.Optimizer):
             self._mask = lambda name, tensor, table=dict(rule.mask): bool(table.get(name, True))
         self._backend = get_backend("torch")
         defaults = {k: rule.defaults[k] for k in rule.hyper_names}
-        super().__init__(params, defaults)
+        super().__init__(_without_own_arguments(params), defaults)
 
     # -- per-group hyperparameters ---------------------------------------------------
     def _group_hyper(self, group: dict) -> dict:
@@ -202,3 +202,13 @@ class Optimizer(torch.optim.Optimizer):
             for key, value in state_dict["state"].get(saved_id, {}).items():
                 if key != "step" and isinstance(value, torch.Tensor) and value.is_floating_point():
                     self.state[p][key] = value.to(dtype=torch.float32, device=p.device, copy=True)
+
+
+def _without_own_arguments(params):
+    """ZeroRedundancyOptimizer copies the keyword arguments it passes on (``rule=``,
+    ``names=``) into every param group; they are the optimizer's, not the group's
+    hyperparameters, and would be pickled into every checkpoint."""
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        return [{k: v for k, v in group.items() if k not in ("rule", "names")} for group in params]
+    return params
