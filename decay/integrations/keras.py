@@ -384,13 +384,7 @@ class Optimizer(keras.optimizers.Optimizer):
                     self.assign(self._slots[i][s], value)
 
         eager = tf.executing_eagerly()
-        if eager:
-            if not skip:
-                update()
-        elif rule.on_nonfinite == "skip":
-            tf.cond(skip, lambda: None, update)
-        else:
-            update()
+        _unless_skipped(update, skip, eager, rule.on_nonfinite)
         self._count_skip(skip, eager)
 
     def _count_skip(self, skip, eager):
@@ -469,13 +463,7 @@ class Optimizer(keras.optimizers.Optimizer):
                 for s, value in new_slots[0].items():
                     self.assign(self._slots[i][s], value)
 
-            if eager:
-                if not skip:
-                    update()
-            elif rule.on_nonfinite == "skip":
-                tf.cond(skip, lambda: None, update)
-            else:
-                update()
+            _unless_skipped(update, skip, eager, rule.on_nonfinite)
 
         for v, g, i, hyper in zip(trainable_variables, grads, indices, hypers):
             strategy.extended.update(_native(v), update_on_device, args=(g, i, hyper), group=False)
@@ -495,6 +483,18 @@ class Optimizer(keras.optimizers.Optimizer):
                 f"A decay.keras.Optimizer config needs a 'rule' entry. Received keys: {sorted(config)}."
             )
         return cls(rule_from_config(config.pop("rule")), **config)
+
+
+def _unless_skipped(update, skip, eager, policy):
+    """Run ``update`` unless the step is skipped: a Python bool eagerly, a tf.cond in a
+    graph (only needed when the policy can skip at all)."""
+    if eager:
+        if not skip:
+            update()
+    elif policy == "skip":
+        tf.cond(skip, lambda: None, update)
+    else:
+        update()
 
 
 @keras.saving.register_keras_serializable(package="decay")
