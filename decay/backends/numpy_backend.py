@@ -127,6 +127,13 @@ def _sgd_block(spec, p, g, slots, s1, s2):
     """One block of the canonical SGD (see Rule.kernel_spec), in place."""
     if spec["pre_scale"] != 1.0:
         p *= spec["pre_scale"]
+    if spec["momentum"] == 0:
+        # θ − lr·(g + λθ) = θ·(1 − lr·λ) − lr·g: three passes over the block instead of four.
+        if spec["weight_decay"]:
+            p *= 1.0 - spec["lr"] * spec["weight_decay"]
+        np.multiply(g, spec["lr"], out=s2)
+        p -= s2
+        return
     if spec["weight_decay"]:
         np.multiply(p, spec["weight_decay"], out=s1)
         np.add(g, s1, out=s1)  # d = g + λθ
