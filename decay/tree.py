@@ -46,11 +46,25 @@ def flatten(tree, what: str = "params") -> Flat:
                 "flat list/tuple of tensors or a flat dict name -> tensor. Flatten nested "
                 "structures first (e.g. dict(model.named_parameters()))."
             )
-    return Flat(kind, keys, tuple(str(k) for k in keys), leaves)
+    names = _index_names(len(keys)) if kind != "dict" else tuple(keys)
+    return Flat(kind, keys, names, leaves)
+
+
+_INDEX_NAMES: dict = {}
+
+
+def _index_names(n: int) -> tuple:
+    """("0", "1", …): the names of a list's entries, built once per length."""
+    names = _INDEX_NAMES.get(n)
+    if names is None:
+        names = _INDEX_NAMES[n] = tuple(str(i) for i in range(n))
+    return names
 
 
 def flatten_like(tree, ref: Flat, what: str = "grads", ref_what: str = "params") -> list:
     """Leaves of ``tree`` in ``ref``'s order; an error if the structures differ."""
+    if ref.kind in ("list", "tuple") and isinstance(tree, (list, tuple)) and len(tree) == len(ref.leaves):
+        return list(tree)  # the common case; each leaf's type is checked by the rule
     flat = flatten(tree, what)
     if flat.kind != ref.kind and {flat.kind, ref.kind} != {"list", "tuple"}:
         raise DecayError(

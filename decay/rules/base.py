@@ -220,7 +220,14 @@ class Rule:
             if self.skips_nonfinite(backend, flat.names, g_vals, t):
                 return params, state._replace(skipped=state.skipped + 1)
             n = len(flat.leaves)
-            leaf_slots = [{s: v[i] for s, v in state.slots.items() if v[i] is not None} for i in range(n)]
+            if state.slots:
+                slot_names = list(state.slots)
+                leaf_slots = [
+                    {s: x for s, x in zip(slot_names, row) if x is not None}
+                    for row in zip(*(state.slots[s] for s in slot_names))
+                ]
+            else:
+                leaf_slots = [{} for _ in range(n)]
             leaf_hypers = [hypers[g] for g in group_of]
             if self.use_fast_path and backend.fast_update(self, flat.leaves, g_vals, leaf_slots, leaf_hypers, decayed):
                 out = flat.leaves  # written in place, slots too
