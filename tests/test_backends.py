@@ -120,3 +120,25 @@ def test_lookup_is_thread_safe(backend):
     for t in threads:
         t.join()
     assert len(results) == 1600 and all(r is backend for r in results)
+
+
+def test_first_lookup_from_many_threads_loads_each_backend_once():
+    # In a fresh interpreter, where no adapter is loaded yet: 8 threads race to load
+    # every backend; each must get the one shared instance.
+    code = (
+        "import threading, decay\n"
+        "from decay.backends import known_backends\n"
+        "names = known_backends()\n"
+        "seen = {n: set() for n in names}\n"
+        "barrier = threading.Barrier(8)\n"
+        "def work():\n"
+        "    barrier.wait()\n"
+        "    for n in names:\n"
+        "        seen[n].add(id(decay.get_backend(n)))\n"
+        "threads = [threading.Thread(target=work) for _ in range(8)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(sorted(len(v) for v in seen.values()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str([1] * len(decay.known_backends()))
