@@ -129,7 +129,7 @@ def worker(rank, world_size, port, out_dir):
             for p_name, p in names.items():
                 if p in zero.optim.state:
                     for slot, value in zero.optim.state[p].items():
-                        arrays[f"zero_state/{name}/{p_name}/{slot}"] = value.numpy().copy()
+                        arrays[f"zero_state/{name}/{p_name}/{slot}"] = np.array(value.numpy() if torch.is_tensor(value) else value)
             penalty = decay.L2(LAM)
             value = decay.distributed.sharded_penalty(penalty, zero)
             facts["zero"][name]["penalty"] = float(value)

@@ -67,6 +67,7 @@ class Optimizer(torch.optim.Optimizer):
             )
         self.rule = rule
         self.skipped_steps = 0
+        self._decayed_cache = {}
         # Names by parameter identity, for masks when params arrive unnamed (e.g. the
         # shards ZeroRedundancyOptimizer hands out): names=dict(model.named_parameters()).
         self._names = {}
@@ -92,6 +93,17 @@ class Optimizer(torch.optim.Optimizer):
         return hyper
 
     def _decayed(self, group: dict, params: list) -> list:
+        """Whether each of ``params`` is decayed; remembered per group, since neither
+        the mask nor the names change between steps."""
+        key = tuple(map(id, params))
+        cached = self._decayed_cache.get(id(group))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        decayed = self._resolve_decayed(group, params)
+        self._decayed_cache[id(group)] = (key, decayed)
+        return decayed
+
+    def _resolve_decayed(self, group: dict, params: list) -> list:
         names = group.get("param_names")
         if names is None and self._names:
             names = [self._names.get(id(p), "") for p in group["params"]]
@@ -125,11 +137,12 @@ class Optimizer(torch.optim.Optimizer):
             work.append((group, self._group_hyper(group), params, [p.grad for p in params]))
 
         backend = self._backend
-        all_grads = [g for _, _, _, grads in work for g in grads]
-        names = [f"param {i}" for i in range(len(all_grads))]
-        if self.rule.skips_nonfinite(backend, names, all_grads, self._min_step()):
-            self.skipped_steps += 1
-            return loss
+        if self.rule.on_nonfinite != "apply":
+            all_grads = [g for _, _, _, grads in work for g in grads]
+            names = [f"param {i}" for i in range(len(all_grads))]
+            if self.rule.skips_nonfinite(backend, names, all_grads, self._min_step()):
+                self.skipped_steps += 1
+                return loss
 
         # Plan every group first (schedules are evaluated and checked here), write after:
         # a bad value at this step leaves everything untouched.
@@ -164,8 +177,10 @@ class Optimizer(torch.optim.Optimizer):
         """A parameter's state, created on first use (zero slots, step 0)."""
         state = self.state[p]
         if not state:
-            # A float tensor on the CPU, as torch keeps 'step' for non-fused optimizers.
-            state["step"] = torch.tensor(0.0)
+            # A Python int: it is read and advanced for every parameter at every step,
+            # which costs microseconds as a tensor. (torch.optim keeps a CPU tensor; an
+            # int saves and loads the same way.)
+            state["step"] = 0
             for slot in self.rule.slots_for(hyper):
                 dtype = torch.float32 if self._backend.dtype_name(p) in LOW_PRECISION else p.dtype
                 state[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
