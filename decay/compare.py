@@ -397,26 +397,14 @@ def _replay(model, params0, rule, penalty, data, order, dtype, backends) -> floa
     worst = 0.0
     for name in backends:
         backend = get_backend(name)
-        like = {k: _native_tensor(name, v) for k, v in params0.items()}
+        like = {k: backend.tensor(v) for k, v in params0.items()}
         replay_state = rule.init(like)
         for grads in recorded:
-            native_grads = {k: _native_tensor(name, g, variable=False) for k, g in grads.items()}
+            native_grads = {k: backend.tensor(g, variable=False) for k, g in grads.items()}
             like, replay_state = rule.step(like, native_grads, replay_state)
         got = np.concatenate([backend.to_numpy(like[k]).ravel() for k in params])
         worst = max(worst, relative_error(got, expected))
     return worst
-
-
-def _native_tensor(name, array, variable=True):
-    if name == "torch":
-        import torch
-
-        return torch.tensor(array)
-    if name == "tensorflow":
-        import tensorflow as tf
-
-        return tf.Variable(array) if variable else tf.constant(array)
-    return np.array(array)
 
 
 def _native_conversions(rule, backends):

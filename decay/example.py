@@ -25,23 +25,10 @@ def closed_form(x0=X0, lam=LAM, lr=LR, steps=STEPS) -> np.ndarray:
     return np.asarray(x0, dtype=np.float64) * (1.0 - lr * (2.0 + 2.0 * lam)) ** steps
 
 
-def _tensor(backend, values, dtype):
-    array = np.asarray(values, dtype=dtype)
-    if backend.name == "torch":
-        import torch
-
-        return torch.tensor(array)
-    if backend.name == "tensorflow":
-        import tensorflow as tf
-
-        return tf.Variable(array)
-    return array
-
-
 def run(backend_name: str, placement: str = "loss", dtype: str = "float64", steps: int = STEPS):
     """Train Σx² from x₀ with the penalty in ``placement``; returns x as NumPy."""
     backend = get_backend(backend_name)
-    x = _tensor(backend, X0, dtype)
+    x = backend.tensor(np.asarray(X0, dtype=dtype))
     if placement == "loss":
         rule, penalty = sgd(LR), L2(LAM)
     elif placement == "coupled":

@@ -46,6 +46,7 @@ if keras.backend.backend() != "tensorflow":
         allow_module_level=True,
     )
 
+import mlp_problem
 import decay  # noqa: E402
 from decay.masks import exclude_names  # noqa: E402
 from decay.tolerances import assert_close, relative_error, rtol  # noqa: E402
@@ -94,18 +95,8 @@ def test_keras_rounds_hyperparameters_through_float32():
 # The problem, as a Keras model and as plain tf.Variables for decay.
 
 
-@functools.lru_cache(maxsize=None)
 def _data():
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=(32, 3))
-    y = np.sin(x @ np.array([1.0, -2.0, 0.5])) + 0.1 * rng.normal(size=32)
-    init = {
-        "w1": rng.normal(size=(3, 4)) / math.sqrt(3.0),
-        "b1": 0.1 * rng.normal(size=4),
-        "w2": rng.normal(size=(4, 1)) / 2.0,
-        "b2": np.array([0.05]),
-    }
-    return x, y, init
+    return mlp_problem.data(7, 4)
 
 
 def _keras_model(kernel_regularizer=None):
@@ -141,19 +132,8 @@ def _keras_run(make_optimizer, kernel_regularizer=None, steps=STEPS):
     return trajectory
 
 
-@functools.lru_cache(maxsize=None)
 def _tf_grad_function():
-    x, y, _ = _data()
-
-    @tf.function(reduce_retracing=True)
-    def grads(w1, b1, w2, b2):
-        # The same ops, in the same order, as the two Dense layers.
-        with tf.GradientTape() as tape:
-            pred = (tf.tanh(x @ w1 + b1) @ w2 + b2)[:, 0]
-            loss = tf.reduce_mean((pred - y) ** 2)
-        return tape.gradient(loss, [w1, b1, w2, b2])
-
-    return grads
+    return mlp_problem.tf_grad_function(7, 4)
 
 
 def _decay_run(rule, steps=STEPS):

@@ -21,6 +21,7 @@ import pytest
 
 import torch
 
+import mlp_problem
 import decay  # noqa: E402
 from decay.tolerances import assert_close, relative_error, rtol  # noqa: E402
 
@@ -45,18 +46,8 @@ def _one_torch_thread():
 # The regression problem.
 
 
-@functools.lru_cache(maxsize=None)
 def _data():
-    rng = np.random.default_rng(20240611)
-    x = rng.normal(size=(32, 3))
-    y = np.sin(x @ np.array([1.0, -2.0, 0.5])) + 0.1 * rng.normal(size=32)
-    init = {
-        "w1": rng.normal(size=(3, 8)) / math.sqrt(3.0),
-        "b1": 0.1 * rng.normal(size=8),
-        "w2": rng.normal(size=(8, 1)) / math.sqrt(8.0),
-        "b2": np.array([0.05]),
-    }
-    return x, y, init
+    return mlp_problem.data(20240611, 8)
 
 
 def _torch_loss(p):
@@ -77,22 +68,8 @@ def _torch_grads(params):
     return {k: (g.numpy() if as_numpy else g) for k, g in zip(KEYS, grads)}
 
 
-@functools.lru_cache(maxsize=None)
 def _tf_grad_function():
-    import tensorflow as tf
-
-    x, y, _ = _data()
-
-    # One traced function for every run (the variables are arguments, not captures):
-    # eager tape replay was most of this file's TensorFlow time.
-    @tf.function(reduce_retracing=True)
-    def grads(w1, b1, w2, b2):
-        with tf.GradientTape() as tape:
-            pred = (tf.tanh(x @ w1 + b1) @ w2 + b2)[:, 0]
-            loss = tf.reduce_mean((pred - y) ** 2)
-        return tape.gradient(loss, [w1, b1, w2, b2])
-
-    return grads
+    return mlp_problem.tf_grad_function(20240611, 8)
 
 
 def _tf_grads(params):

@@ -111,6 +111,11 @@ class Backend:
     def to_numpy(self, x) -> np.ndarray:
         raise NotImplementedError
 
+    def tensor(self, array, variable: bool = True):
+        """A new native tensor holding a copy of ``array`` (its dtype): a parameter
+        (a tf.Variable on TensorFlow) or, with ``variable=False``, a plain tensor."""
+        raise NotImplementedError
+
     def from_numpy(self, array: np.ndarray, like):
         """A tensor holding ``array`` with ``like``'s dtype and device."""
         raise NotImplementedError

@@ -119,6 +119,9 @@ class NumpyBackend(Backend):
     def to_numpy(self, x):
         return np.array(x, copy=True)
 
+    def tensor(self, array, variable=True):
+        return np.array(array, copy=True)
+
     def from_numpy(self, array, like):
         return np.array(array, dtype=np.asarray(like).dtype, copy=True)
 

@@ -144,6 +144,10 @@ class TensorflowBackend(Backend):
             x = tf.cast(x, tf.float32)
         return np.array(x.numpy(), copy=True)
 
+    def tensor(self, array, variable=True):
+        value = tf.constant(np.asarray(array))
+        return tf.Variable(value) if variable else value
+
     def from_numpy(self, array, like):
         like = _unwrap(like)
         with tf.device(like.device or None):

@@ -158,6 +158,9 @@ class TorchBackend(Backend):
             x = x.float()
         return x.cpu().numpy().copy()
 
+    def tensor(self, array, variable=True):
+        return torch.from_numpy(np.array(array, copy=True))
+
     def from_numpy(self, array, like):
         # np.array, not np.ascontiguousarray: the latter turns 0-d arrays into shape (1,).
         return torch.from_numpy(np.array(array, copy=True)).to(dtype=like.dtype, device=like.device)
