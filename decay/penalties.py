@@ -11,15 +11,26 @@ not divide anything: pass ``lam / batch_size`` for that.
 from __future__ import annotations
 
 from .backends import backend_of_tensors
-from .tree import flatten, unflatten
+from .errors import DecayError
+from .tree import _index_names, flatten, unflatten
 from .validation import check_number
 
 
 class Penalty:
-    """Base class. Subclasses give the per-tensor value and gradient."""
+    """Base class. Subclasses give the per-tensor value and gradient, and may give the
+    value over all tensors at once (:meth:`total_value`)."""
 
     def leaf_value(self, backend, x):
         raise NotImplementedError
+
+    def total_value(self, backend, leaves):
+        """The penalty summed over ``leaves``. Subclasses override it with the backend's
+        all-tensor reductions: one call instead of one (autodiff-recorded) op per leaf."""
+        total = None
+        for leaf in leaves:
+            value = self.leaf_value(backend, leaf)
+            total = value if total is None else total + value
+        return total
 
     def leaf_grad(self, backend, x):
         raise NotImplementedError
@@ -29,13 +40,20 @@ class Penalty:
 
         Differentiable by the framework's own autodiff (torch autograd,
         ``tf.GradientTape``): the parameters are used as given, not detached."""
+        if type(params) in (list, tuple) and params:
+            # A list, the common case, needs no names and no flatten (its per-leaf
+            # structure check costs 10% of the value for 1,000 small tensors):
+            # backend_of_tensors refuses any leaf that is not a tensor, and flatten then
+            # gives its clearer error for nested structures.
+            try:
+                backend = backend_of_tensors(zip(_index_names(len(params)), params))
+            except DecayError:
+                flatten(params)
+                raise
+            return self.total_value(backend, params)
         flat = flatten(params)
         backend = backend_of_tensors(zip(flat.names, flat.leaves))
-        total = None
-        for leaf in flat.leaves:
-            value = self.leaf_value(backend, leaf)
-            total = value if total is None else total + value
-        return total
+        return self.total_value(backend, flat.leaves)
 
     def grad(self, params):
         """The penalty's gradient, with the same structure as ``params``."""
@@ -63,6 +81,9 @@ class L2(Penalty):
     def leaf_value(self, backend, x):
         return backend.sum_squares(x) * self.lam
 
+    def total_value(self, backend, leaves):
+        return backend.sum_squares_all(leaves) * self.lam  # lam applied once, not per leaf
+
     def leaf_grad(self, backend, x):
         return x * (2.0 * self.lam)
 
@@ -83,6 +104,9 @@ class L1(Penalty):
 
     def leaf_value(self, backend, x):
         return backend.sum_abs(x) * self.lam
+
+    def total_value(self, backend, leaves):
+        return backend.sum_abs_all(leaves) * self.lam
 
     def leaf_grad(self, backend, x):
         return backend.sign(x) * self.lam
@@ -105,6 +129,9 @@ class ElasticNet(Penalty):
 
     def leaf_value(self, backend, x):
         return backend.sum_abs(x) * self.l1 + backend.sum_squares(x) * self.l2
+
+    def total_value(self, backend, leaves):
+        return backend.sum_abs_all(leaves) * self.l1 + backend.sum_squares_all(leaves) * self.l2
 
     def leaf_grad(self, backend, x):
         return backend.sign(x) * self.l1 + x * (2.0 * self.l2)

@@ -12,6 +12,8 @@ import contextlib
 
 import numpy as np
 
+from ..errors import DecayError
+
 
 class Backend:
     """Base class of a backend adapter. One instance per framework."""
@@ -83,6 +85,32 @@ class Backend:
         """Σ|x| as a 0-d native scalar of x's dtype."""
         raise NotImplementedError
 
+    def sum_squares_all(self, xs):
+        """Σx² over every tensor of the non-empty list ``xs``, as one 0-d native scalar
+        of their promoted dtype; differentiable by the framework's autodiff. Penalties
+        call this once instead of :meth:`sum_squares` per tensor, so that adapters can
+        cut the per-tensor overhead of models with many small tensors."""
+        return self._sum_all(self.sum_squares, xs)
+
+    def sum_abs_all(self, xs):
+        """Σ|x| over every tensor of ``xs``, as :meth:`sum_squares_all`."""
+        return self._sum_all(self.sum_abs, xs)
+
+    def _sum_all(self, per_tensor, xs):
+        if not len(xs):
+            raise DecayError("A sum over tensors needs at least one tensor (its dtype is the result's).")
+        values = [per_tensor(x) for x in xs]
+        dtypes = {self.dtype_name(v) for v in values}
+        if len(dtypes) > 1:
+            # Mixed float dtypes add in the widest, as NumPy and torch promote them
+            # (TensorFlow's + refuses them).
+            target = "float64" if "float64" in dtypes else "float32"
+            values = [self.cast(v, target) for v in values]
+        total = values[0]
+        for value in values[1:]:
+            total = total + value
+        return total
+
     def all_finite(self, x) -> bool:
         raise NotImplementedError
 
@@ -106,6 +134,37 @@ class Backend:
         when this backend has no fast path for it. The generic path is the reference:
         the test suite checks both give the same numbers."""
         return False
+
+    def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
+        """:meth:`fast_update` with the slots by name, as :class:`RuleState` keeps them:
+        ``columns[name]`` is a list with one tensor (or None) per parameter, whose
+        entries are replaced where the step makes new tensors. Adapters whose kernels
+        take lists override this to skip the per-parameter dicts."""
+        n = len(params)
+        slots = [{name: col[i] for name, col in columns.items() if col[i] is not None} for i in range(n)]
+        if not self.fast_update(rule, params, grads, slots, hypers, decayed):
+            return False
+        for name, col in columns.items():
+            col[:] = [s.get(name) for s in slots]
+        return True
+
+    # -- per-step checks ----------------------------------------------------------------
+    def layouts(self, xs):
+        """A comparable summary of every tensor's shape, dtype and device, or None when
+        an entry is not a tensor of this backend. ``Rule.step`` compares the grads'
+        summary with the params' (computed once) to check them in one go; adapters
+        override it with their framework's cheapest attribute reads."""
+        known = self.__dict__.setdefault("_known_types", set())
+        for tp in set(map(type, xs)):
+            if tp not in known:
+                if not self.is_tensor(next(x for x in xs if type(x) is tp)):
+                    return None
+                known.add(tp)
+        return [(self.shape(x), self.dtype_name(x), self.device_key(x)) for x in xs]
+
+    def read_all(self, xs) -> list:
+        """:meth:`read` of every tensor of a list."""
+        return [self.read(x) for x in xs]
 
     # -- conversion --------------------------------------------------------
     def to_numpy(self, x) -> np.ndarray:

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 import threading
 
 import numpy as np
 
+from ..errors import DecayError
 from .base import Backend
 
-# Elements per block of the in-place fast path: two scratch blocks of this size stay in
-# the L2 cache, so each parameter's bytes cross main memory once per step.
-BLOCK = 16384
+# Elements per block of the in-place fast path: the block's slices of params, grads and
+# slots and two scratch blocks stay in cache (L3 for the larger blocks), so each
+# parameter's bytes cross main memory once per step. Each pass over a block is one
+# ufunc call: larger blocks spend less on calls, and 2**17 measured 10-25% faster
+# steps than 2**14 here (AMD EPYC, 1 MiB L2 per core, 32 MiB L3).
+BLOCK = 1 << 17
 # dtype.name is a slow property; rules ask for it per tensor per step.
 _DTYPE_NAMES = {np.dtype(n): n for n in ("float16", "float32", "float64", "int32", "int64", "bool")}
+_FLOAT_DTYPES = frozenset(np.dtype(n) for n in ("float16", "float32", "float64"))
+_FAST_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
+_DTYPE = operator.attrgetter("dtype")
+_NDIM = operator.attrgetter("ndim")
+_SHAPE = operator.attrgetter("shape")
+_SHAPE_AND_DTYPE = operator.attrgetter("shape", "dtype")
+_C_CONTIGUOUS = operator.attrgetter("flags.c_contiguous")
+_WRITEABLE = operator.attrgetter("flags.writeable")
 
 
 class NumpyBackend(Backend):
@@ -58,6 +72,18 @@ class NumpyBackend(Backend):
     def sum_abs(self, x):
         return np.sum(np.abs(x))
 
+    def sum_squares_all(self, xs):
+        # Many small tensors: the cost is per-tensor Python, so the checks run in C (map)
+        # and np.dot (BLAS, as sum_squares) maps over the tensors; one sum at the end.
+        if set(map(_DTYPE, xs)) <= _FLOAT_DTYPES:
+            if max(map(_NDIM, xs), default=0) > 1:
+                xs = [x.reshape(-1) if x.ndim > 1 else x for x in xs]  # np.dot of matrices is a product
+            return _sum_values(list(map(np.dot, xs, xs)))
+        return _sum_values([self.sum_squares(x) for x in xs])
+
+    def sum_abs_all(self, xs):
+        return _sum_values([np.sum(np.abs(x)) for x in xs])
+
     def all_finite(self, x) -> bool:
         return bool(np.isfinite(x).all())
 
@@ -70,40 +96,70 @@ class NumpyBackend(Backend):
             return param
         return np.asarray(value)
 
+    def layouts(self, xs):
+        # One C-level pass (map) for the usual all-ndarray list.
+        if set(map(type, xs)) == {np.ndarray}:
+            return list(map(_SHAPE_AND_DTYPE, xs))
+        return super().layouts(xs)
+
     # -- hot path: in place, block by block, no per-step allocation ----------------------
     def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
+        """:meth:`fast_update_columns` with the slots as one dict per parameter (the
+        arrays are written in place, so the dicts need no update)."""
+        names = sorted(set().union(*slots))
+        columns = {name: [s.get(name) for s in slots] for name in names}
+        return self.fast_update_columns(rule, params, grads, columns, hypers, decayed)
+
+    def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
         """SGD and Adam variants (``rule.kernel_spec``) computed in place block by block
-        with two reused scratch blocks, in the same operation order as the generic path."""
-        for p, g in zip(params, grads):
-            if not (
-                type(p) is np.ndarray and p.dtype in (np.float32, np.float64) and p.flags.c_contiguous
-                and p.flags.writeable and isinstance(g, np.ndarray) and g.dtype == p.dtype and g.shape == p.shape
-            ):
+        with two reused scratch blocks, in the same operation order as the generic path.
+        Slots are written in place: ``columns`` keeps its arrays."""
+        # Everything is checked before the first write (False must mean nothing was
+        # written), over whole lists in C (map) where it can be: with 1,000 small tensors
+        # a Python check per tensor costs as much as the update.
+        slot_arrays = [x for column in columns.values() for x in column if x is not None]
+        if not (
+            set(map(type, params)) == {np.ndarray}
+            and set(map(_DTYPE, params)) <= _FAST_DTYPES
+            and all(map(_C_CONTIGUOUS, params))
+            and all(map(_WRITEABLE, params))
+            and all(issubclass(tp, np.ndarray) for tp in set(map(type, grads)))
+            and list(map(_DTYPE, grads)) == list(map(_DTYPE, params))
+            and list(map(_SHAPE, grads)) == list(map(_SHAPE, params))
+            # Slots are reshaped to 1-D views: a copy (of a non-contiguous slot) would
+            # take the update and lose it.
+            and set(map(type, slot_arrays)) <= {np.ndarray}
+            and all(map(_C_CONTIGUOUS, slot_arrays))
+            and all(map(_WRITEABLE, slot_arrays))
+        ):
+            return False
+        names = list(columns)
+        kernels = {}
+        for key, h in dict(zip(zip(map(id, hypers), decayed), hypers)).items():
+            spec = rule.kernel_spec(h, key[1])
+            if spec is None:
                 return False
-        specs = {}
-        for h, is_decayed in zip(hypers, decayed):
-            key = (id(h), is_decayed)
-            if key not in specs:
-                specs[key] = rule.kernel_spec(h, is_decayed)
-                if specs[key] is None:
-                    return False
-        scratch = {}
-        for p, g, leaf_slots, h, is_decayed in zip(params, grads, slots, hypers, decayed):
-            spec = specs[(id(h), is_decayed)]
-            run = _sgd_block if spec["kind"] == "sgd" else _adam_block
-            pair = scratch.get(p.dtype) or scratch.setdefault(p.dtype, self._scratch(p.dtype))
-            if p.size <= BLOCK:  # one block: no views to make
-                n = p.size
-                run(spec, p.reshape(-1), g.reshape(-1), {k: v.reshape(-1) for k, v in leaf_slots.items()},
-                    pair[0][:n], pair[1][:n])
+            kernels[key] = (_sgd_kernel if spec["kind"] == "sgd" else _adam_kernel)(spec, names)
+        rows = zip(*columns.values()) if columns else itertools.repeat(())
+        views = {}  # (dtype, n) -> the scratch pair cut to n elements, made once per size
+        for p, g, row, key in zip(params, grads, rows, zip(map(id, hypers), decayed)):
+            kernel = kernels[key]
+            n = p.size
+            if p.ndim != 1:  # the kernels work on flat views
+                p, g = p.reshape(-1), g.reshape(-1)
+                row = tuple(x if x is None else x.reshape(-1) for x in row)
+            if n <= BLOCK:  # one block: no slices to make
+                pair = views.get((p.dtype, n))
+                if pair is None:
+                    s1, s2 = self._scratch(p.dtype)
+                    pair = views[(p.dtype, n)] = (s1[:n], s2[:n])
+                kernel(p, g, row, *pair)
                 continue
-            flat = {name: x.reshape(-1) for name, x in leaf_slots.items()}
-            pf, gf = p.reshape(-1), np.ascontiguousarray(g).reshape(-1)
-            s1, s2 = pair
-            for start in range(0, pf.size, BLOCK):
-                stop = min(start + BLOCK, pf.size)
-                n = stop - start
-                run(spec, pf[start:stop], gf[start:stop], {k: v[start:stop] for k, v in flat.items()}, s1[:n], s2[:n])
+            s1, s2 = self._scratch(p.dtype)
+            for start in range(0, n, BLOCK):
+                stop = min(start + BLOCK, n)
+                cut = slice(start, stop)
+                kernel(p[cut], g[cut], tuple(x if x is None else x[cut] for x in row), s1[: stop - start], s2[: stop - start])
         return True
 
     def _scratch(self, dtype):
@@ -126,67 +182,98 @@ class NumpyBackend(Backend):
         return np.array(array, dtype=np.asarray(like).dtype, copy=True)
 
 
-def _sgd_block(spec, p, g, slots, s1, s2):
-    """One block of the canonical SGD (see Rule.kernel_spec), in place."""
-    if spec["pre_scale"] != 1.0:
-        p *= spec["pre_scale"]
-    if spec["momentum"] == 0:
+def _sum_values(values):
+    """The sum of per-tensor 0-d results in their promoted dtype (float32 and float64
+    give float64, as ``+`` does)."""
+    if not values:
+        raise DecayError("A sum over tensors needs at least one tensor (its dtype is the result's).")
+    return np.array(values).sum()
+
+
+def _sgd_kernel(spec, names):
+    """One block of the canonical SGD (see Rule.kernel_spec), in place: a closure over
+    the step's coefficients, so that the call per tensor looks nothing up. ``row``
+    holds the tensor's slots in the order of ``names``."""
+    lr, wd, mu, pre_scale = spec["lr"], spec["weight_decay"], spec["momentum"], spec["pre_scale"]
+    if mu == 0:
         # θ − lr·(g + λθ) = θ·(1 − lr·λ) − lr·g: three passes over the block instead of four.
-        if spec["weight_decay"]:
-            p *= 1.0 - spec["lr"] * spec["weight_decay"]
-        np.multiply(g, spec["lr"], out=s2)
-        p -= s2
-        return
-    if spec["weight_decay"]:
-        np.multiply(p, spec["weight_decay"], out=s1)
-        np.add(g, s1, out=s1)  # d = g + λθ
-        d = s1
-    else:
-        d = g
-    mu = spec["momentum"]
-    if mu > 0:
-        buf = slots["momentum_buffer"]
+        keep = 1.0 - lr * wd
+
+        def sgd(p, g, row, s1, s2):
+            if pre_scale != 1.0:
+                p *= pre_scale
+            if wd:
+                p *= keep
+            np.multiply(g, lr, out=s2)
+            p -= s2
+
+        return sgd
+    damp = 1.0 if spec["first_step"] else 1.0 - spec["dampening"]
+    nesterov, at = spec["nesterov"], names.index("momentum_buffer")
+
+    def sgd_momentum(p, g, row, s1, s2):
+        if pre_scale != 1.0:
+            p *= pre_scale
+        if wd:
+            np.multiply(p, wd, out=s1)
+            np.add(g, s1, out=s1)  # d = g + λθ
+            d = s1
+        else:
+            d = g
+        buf = row[at]
         buf *= mu  # zero at the first step: b ← g exactly
-        damp = 1.0 if spec["first_step"] else 1.0 - spec["dampening"]
         if damp != 1.0:
             np.multiply(d, damp, out=s2)
             buf += s2
         else:
             buf += d
-        if spec["nesterov"]:
+        if nesterov:
             np.multiply(buf, mu, out=s2)
             np.add(d, s2, out=s1)
             d = s1
         else:
             d = buf
-    np.multiply(d, spec["lr"], out=s2)
-    p -= s2
+        np.multiply(d, lr, out=s2)
+        p -= s2
+
+    return sgd_momentum
 
 
-def _adam_block(spec, p, g, slots, s1, s2):
-    """One block of the canonical Adam (see Rule.kernel_spec), in place."""
-    wd = spec["weight_decay"]
-    if wd and spec["decoupled"]:
-        p *= 1.0 - spec["lr"] * wd
-    if wd and not spec["decoupled"]:
-        np.multiply(p, wd, out=s1)
-        np.add(g, s1, out=s1)
-        g = s1
-    beta1, beta2, k = spec["beta1"], spec["beta2"], spec["step"] + 1
-    m, v = slots["exp_avg"], slots["exp_avg_sq"]
-    m *= beta1
-    np.multiply(g, 1.0 - beta1, out=s2)
-    m += s2
-    v *= beta2
-    np.multiply(g, g, out=s2)
-    s2 *= 1.0 - beta2
-    v += s2
-    if spec["amsgrad"]:
-        np.maximum(slots["max_exp_avg_sq"], v, out=slots["max_exp_avg_sq"])
-        v = slots["max_exp_avg_sq"]
-    np.sqrt(v, out=s2)
-    s2 /= (1.0 - beta2**k) ** 0.5
-    s2 += spec["eps"]
-    np.divide(m, s2, out=s2)
-    s2 *= spec["lr"] / (1.0 - beta1**k)
-    p -= s2
+def _adam_kernel(spec, names):
+    """One block of the canonical Adam (see Rule.kernel_spec), in place, as
+    :func:`_sgd_kernel`. Fourteen passes over the block (AdamW): each ufunc call is
+    one, and each is an operation of the generic path, kept for the same rounding."""
+    lr, wd, eps, beta1, beta2 = spec["lr"], spec["weight_decay"], spec["eps"], spec["beta1"], spec["beta2"]
+    k = spec["step"] + 1
+    shrink = 1.0 - lr * wd if wd and spec["decoupled"] else None
+    coupled = wd if wd and not spec["decoupled"] else 0.0
+    correction2_sqrt, step_size = (1.0 - beta2**k) ** 0.5, lr / (1.0 - beta1**k)
+    m_at, v_at = names.index("exp_avg"), names.index("exp_avg_sq")
+    max_at = names.index("max_exp_avg_sq") if spec["amsgrad"] else None
+
+    def adam(p, g, row, s1, s2):
+        if shrink is not None:
+            p *= shrink
+        if coupled:
+            np.multiply(p, coupled, out=s1)
+            np.add(g, s1, out=s1)
+            g = s1
+        m, v = row[m_at], row[v_at]
+        m *= beta1
+        np.multiply(g, 1.0 - beta1, out=s2)
+        m += s2
+        v *= beta2
+        np.multiply(g, g, out=s2)
+        s2 *= 1.0 - beta2
+        v += s2
+        if max_at is not None:
+            np.maximum(row[max_at], v, out=row[max_at])
+            v = row[max_at]
+        np.sqrt(v, out=s2)
+        s2 /= correction2_sqrt
+        s2 += eps
+        np.divide(m, s2, out=s2)
+        s2 *= step_size
+        p -= s2
+
+    return adam
