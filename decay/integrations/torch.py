@@ -131,10 +131,11 @@ class Optimizer(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            for p in params:
-                if p.grad.is_sparse:
-                    raise DecayError("decay.torch.Optimizer does not support sparse gradients.")
-            work.append((group, self._group_hyper(group), params, [p.grad for p in params]))
+            # torch checked each .grad's shape, dtype and device when it was assigned.
+            grads = [p.grad for p in params]
+            if any(g.is_sparse for g in grads):
+                raise DecayError("decay.torch.Optimizer does not support sparse gradients.")
+            work.append((group, self._group_hyper(group), params, grads))
 
         backend = self._backend
         if self.rule.on_nonfinite != "apply":
@@ -148,24 +149,29 @@ class Optimizer(torch.optim.Optimizer):
         # a bad value at this step leaves everything untouched.
         plans = []
         for group, hyper, params, grads in work:
-            states = [self._state_for(p, hyper) for p in params]
-            hypers_by_step: dict[int, dict] = {}
-            hypers = []
-            for state in states:
-                t = int(state["step"])
-                if t not in hypers_by_step:
-                    hypers_by_step[t] = self.rule.hyper_at(hyper, t)
-                hypers.append(hypers_by_step[t])
-            slots = [{k: v for k, v in s.items() if k != "step"} for s in states]
-            plans.append((params, grads, states, slots, hypers, self._decayed(group, params)))
+            states = self._states_for(params, hyper)
+            steps = [s["step"] for s in states]
+            if steps.count(steps[0]) == len(steps):  # the usual case: one step count
+                hypers = [self.rule.hyper_at(hyper, int(steps[0]))] * len(params)
+            else:
+                by_step: dict[int, dict] = {}
+                for t in map(int, steps):
+                    if t not in by_step:
+                        by_step[t] = self.rule.hyper_at(hyper, t)
+                hypers = [by_step[int(t)] for t in steps]
+            plans.append((params, grads, states, hypers, self._decayed(group, params)))
 
-        for params, grads, states, slots, hypers, decayed in plans:
-            if not (self.rule.use_fast_path and backend.fast_update(self.rule, params, grads, slots, hypers, decayed)):
+        for params, grads, states, hypers, decayed in plans:
+            # The fused kernels write the slots of the states in place (their "step" entry
+            # is not a slot they read).
+            if not (self.rule.use_fast_path and backend.fast_update(self.rule, params, grads, states, hypers, decayed)):
+                slots = [{k: v for k, v in s.items() if k != "step"} for s in states]
                 values, slots = self.rule.compute(backend, params, grads, slots, hypers, decayed)
                 for p, value in zip(params, values):
                     p.copy_(value)
-            for state, new_slots in zip(states, slots):
-                state.update(new_slots)
+                for state, new_slots in zip(states, slots):
+                    state.update(new_slots)
+            for state in states:
                 state["step"] += 1
         return loss
 
@@ -173,18 +179,21 @@ class Optimizer(torch.optim.Optimizer):
         steps = [int(s["step"]) for s in self.state.values() if "step" in s]
         return min(steps) if steps else 0
 
-    def _state_for(self, p, hyper) -> dict:
-        """A parameter's state, created on first use (zero slots, step 0)."""
-        state = self.state[p]
-        if not state:
-            # A Python int: it is read and advanced for every parameter at every step,
-            # which costs microseconds as a tensor. (torch.optim keeps a CPU tensor; an
-            # int saves and loads the same way.)
-            state["step"] = 0
-            for slot in self.rule.slots_for(hyper):
-                dtype = torch.float32 if self._backend.dtype_name(p) in LOW_PRECISION else p.dtype
-                state[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
-        return state
+    def _states_for(self, params, hyper) -> list:
+        """The parameters' states, each created on first use (zero slots, step 0)."""
+        states = [self.state[p] for p in params]
+        if not all(states):
+            for p, state in zip(params, states):
+                if state:
+                    continue
+                # A Python int: it is read and advanced for every parameter at every step,
+                # which costs microseconds as a tensor. (torch.optim keeps a CPU tensor;
+                # an int saves and loads the same way.)
+                state["step"] = 0
+                for slot in self.rule.slots_for(hyper):
+                    dtype = torch.float32 if self._backend.dtype_name(p) in LOW_PRECISION else p.dtype
+                    state[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+        return states
 
     # -- saving -------------------------------------------------------------------------------
     def state_dict(self):

@@ -10,6 +10,7 @@ backend's tensors through the primitives in :mod:`decay.backends.base`.
 from __future__ import annotations
 
 import math
+import operator
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +44,32 @@ class RuleState(NamedTuple):
     count: int
     slots: dict
     skipped: int = 0
+
+
+def _check_count(state) -> None:
+    if isinstance(state.count, bool) or not isinstance(state.count, (int, np.integer)) or state.count < 0:
+        raise DecayError(f"`state.count` must be an integer >= 0. Received: {state.count!r}.")
+
+
+def _same_leaves(params, flat, leaves) -> bool:
+    """Whether ``params`` is the structure ``flat`` was made from, holding the very same
+    tensor objects (identity, one C-level pass)."""
+    kind = flat.kind
+    if kind == "single":
+        return params is leaves[0]
+    if kind == "dict":
+        return (
+            type(params) is dict and len(params) == len(leaves)
+            and all(map(operator.is_, params.values(), leaves)) and tuple(params) == flat.keys
+        )
+    return (
+        type(params) is (list if kind == "list" else tuple) and len(params) == len(leaves)
+        and all(map(operator.is_, params, leaves))
+    )
+
+
+# Attributes that are caches, dropped when a rule is pickled or copied.
+_CACHES = ("_step_cache", "_trusted_slots", "_xla_steps")
 
 
 class Rule:
@@ -179,8 +206,7 @@ class Rule:
     # -- the public pair -------------------------------------------------------
     def init(self, params) -> RuleState:
         """Zero state for ``params`` (one tensor, a list/tuple, or a dict name -> tensor)."""
-        flat, backend = self._prepare(params)
-        group_of, _ = self._layout(flat)
+        flat, backend, _, (group_of, _) = self._checked_params(params)
         hypers = self._hyper_sets()
         names = sorted({s for h in hypers for s in self.slots_for(h)})
         slots = {}
@@ -195,6 +221,7 @@ class Rule:
                 else:
                     per_leaf.append(None)
             slots[slot] = tuple(per_leaf)
+        self._trust(flat, slots)
         return RuleState(count=0, slots=slots, skipped=0)
 
     def step(self, params, grads, state: RuleState):
@@ -207,35 +234,72 @@ class Rule:
         Like torch.optim, a backend's fast path updates the state's tensors in place:
         the state passed in is consumed, so keep using the returned one (take a
         snapshot with :meth:`state_dict` to keep an old state)."""
-        flat, backend = self._prepare(params)
+        flat, backend, layouts, (group_of, decayed) = self._checked_params(params)
         g_leaves = flatten_like(grads, flat, "grads", "params")
-        self._check_grads(backend, flat, g_leaves)
-        self._check_state(state, flat, backend)
+        if layouts is None or backend.layouts(g_leaves) != layouts:
+            self._check_grads(backend, flat, g_leaves)  # finds and names the mismatch
+        self._check_state_cached(state, flat, backend)
         t = int(state.count)
         hypers = [self.hyper_at(h, t) for h in self._hyper_sets()]
-        group_of, decayed = self._layout(flat)
 
         with backend.no_grad():
-            g_vals = [backend.read(g) for g in g_leaves]
+            g_vals = backend.read_all(g_leaves)
             if self.skips_nonfinite(backend, flat.names, g_vals, t):
                 return params, state._replace(skipped=state.skipped + 1)
             n = len(flat.leaves)
-            if state.slots:
-                slot_names = list(state.slots)
-                leaf_slots = [
-                    {s: x for s, x in zip(slot_names, row) if x is not None}
-                    for row in zip(*(state.slots[s] for s in slot_names))
-                ]
-            else:
-                leaf_slots = [{} for _ in range(n)]
-            leaf_hypers = [hypers[g] for g in group_of]
-            if self.use_fast_path and backend.fast_update(self, flat.leaves, g_vals, leaf_slots, leaf_hypers, decayed):
+            columns = {s: list(per_leaf) for s, per_leaf in state.slots.items()}
+            leaf_hypers = [hypers[0]] * n if len(hypers) == 1 else [hypers[g] for g in group_of]
+            if self.use_fast_path and backend.fast_update_columns(
+                self, flat.leaves, g_vals, columns, leaf_hypers, decayed
+            ):
                 out = flat.leaves  # written in place, slots too
             else:
+                leaf_slots = [{s: col[i] for s, col in columns.items() if col[i] is not None} for i in range(n)]
                 values, leaf_slots = self.compute(backend, flat.leaves, g_vals, leaf_slots, leaf_hypers, decayed)
                 out = [backend.assign(p, v) for p, v in zip(flat.leaves, values)]
-        slots = {s: tuple(leaf_slots[i].get(s) for i in range(n)) for s in state.slots}
+                columns = {s: [leaf_slots[i].get(s) for i in range(n)] for s in columns}
+        slots = {s: tuple(col) for s, col in columns.items()}
+        self._trust(flat, slots)
         return unflatten(flat, out), RuleState(t + 1, slots, state.skipped)
+
+    # -- per-step checks, done once per structure ----------------------------------------
+    # A training loop passes the same parameters and the state the last step returned,
+    # with new gradients, every step. The checks of what cannot have changed (each
+    # parameter's backend, dtype and device; each slot's fit) run when the parameters
+    # or the state are new, not at every step; the gradients are compared with the
+    # parameters' layouts (shape, dtype, device) in one pass. Caveat, as in torch.optim:
+    # a parameter whose ``.data`` is swapped for a tensor of another shape or dtype is
+    # re-checked only once its gradient no longer matches the recorded layout.
+    _step_cache = None  # (leaves, flat, backend, layouts, mask layout) of the last params
+    _trusted_slots = None  # (flat, slot items) of the state the last step returned
+
+    def _checked_params(self, params):
+        cache = self._step_cache
+        if cache is not None and _same_leaves(params, cache[1], cache[0]):
+            return cache[1:]
+        flat, backend = self._prepare(params)
+        layouts = backend.layouts(flat.leaves)
+        layout = self._layout(flat)
+        self._step_cache = (list(flat.leaves), flat, backend, layouts, layout)
+        return flat, backend, layouts, layout
+
+    def _trust(self, flat, slots: dict):
+        self._trusted_slots = (flat, tuple(slots.items()))
+
+    def _check_state_cached(self, state, flat, backend):
+        trusted = self._trusted_slots
+        if (
+            trusted is not None and trusted[0] is flat and isinstance(state, RuleState)
+            and len(state.slots) == len(trusted[1])
+            and all(state.slots.get(name) is per_leaf for name, per_leaf in trusted[1])
+        ):
+            _check_count(state)
+        else:
+            self._check_state(state, flat, backend)
+
+    def __getstate__(self):
+        # Caches hold tensors and compiled functions: not part of a rule's definition.
+        return {k: v for k, v in self.__dict__.items() if k not in _CACHES}
 
     def skips_nonfinite(self, backend, names, grads, t: int) -> bool:
         """Apply the ``on_nonfinite`` policy: True when this step must be skipped."""
@@ -353,8 +417,7 @@ class Rule:
                 f"`state` must be the RuleState returned by init() or step(). "
                 f"Received a {type(state).__name__}."
             )
-        if isinstance(state.count, bool) or not isinstance(state.count, (int, np.integer)) or state.count < 0:
-            raise DecayError(f"`state.count` must be an integer >= 0. Received: {state.count!r}.")
+        _check_count(state)
         hypers = self._hyper_sets()
         group_of, _ = self._layout(flat)
         needed = {s for h in hypers for s in self.slots_for(h)}
