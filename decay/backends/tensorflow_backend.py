@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import operator
 import os
+import weakref
+from itertools import compress
 
 import numpy as np
 
@@ -19,6 +22,63 @@ def _unwrap(x):
     if not isinstance(x, (tf.Tensor, tf.Variable)) and isinstance(getattr(x, "value", None), tf.Variable):
         return x.value
     return x
+
+
+def _slot_variable(x):
+    """A new variable holding a slot's value, where the value is."""
+    x = tf.convert_to_tensor(_unwrap(x))
+    with tf.device(x.device or None):
+        return tf.Variable(x, trainable=False)
+
+
+def _refs(xs):
+    """Weak references (None stays None). CPython hands out one reference per object, so
+    two lists of them compare by identity (``operator.is_``), never by the tensors' ``==``."""
+    return [None if x is None else weakref.ref(x) for x in xs]
+
+
+class _Compiled:
+    """One compiled step with the variables it captured, held weakly: the cache on the
+    rule keeps no model or optimizer state alive, and an entry whose variables are gone
+    can never match again."""
+
+    def __init__(self, params, slots, structure, concrete, used):
+        self.params = _refs(params)
+        self.slots = {name: _refs(col) for name, col in slots.items()}
+        self.structure = structure
+        self.used = used  # per coefficient: whether the compiled math reads it
+        self.last_used = self.coefficients = None  # the last coefficients passed
+        call = getattr(concrete, "_call_flat", None)
+        if call is None:  # not in this TensorFlow: the public call (same result, slower)
+            self.run = lambda flat: concrete(flat[:-1], flat[-1])
+        else:
+            # The public call matches each argument's type against the signature, about
+            # 10 µs per tensor (more than the update of a 1k tensor); Rule.step has
+            # already checked every gradient against its parameter's shape and dtype.
+            captured = concrete.captured_inputs
+            self.run = lambda flat: call(flat, captured)
+
+    def matches(self, params, columns, structure) -> bool:
+        return (
+            self.structure == structure
+            and len(params) == len(self.params)
+            and all(map(operator.is_, _refs(params), self.params))
+            and all(all(map(operator.is_, _refs(col), self.slots[name])) for name, col in columns.items())
+        )
+
+    def alive(self) -> bool:
+        refs = self.params + [r for col in self.slots.values() for r in col if r is not None]
+        return all(r() is not None for r in refs)
+
+
+def _find(entries, params, columns, structure):
+    for i, entry in enumerate(entries):
+        if entry.matches(params, columns, structure):
+            if i:
+                entries.insert(0, entries.pop(i))  # most recently used first
+            return entry
+    entries[:] = [e for e in entries if e.alive()]
+    return None
 
 
 class TensorflowBackend(Backend):
@@ -38,6 +98,15 @@ class TensorflowBackend(Backend):
 
     def device(self, x) -> str:
         return _unwrap(x).device or "default"
+
+    def same_layout(self, a, b) -> bool:
+        a, b = _unwrap(a), _unwrap(b)
+        # Inside a tf.function a gradient is a graph tensor with no device yet (""): it
+        # runs where its variable is, so only two known devices can disagree.
+        return (
+            tuple(a.shape) == tuple(b.shape) and a.dtype == b.dtype
+            and (a.device == b.device or not a.device or not b.device)
+        )
 
     def read(self, x):
         # Variables read as tensors; IndexedSlices (sparse embedding grads) as dense.
@@ -73,70 +142,123 @@ class TensorflowBackend(Backend):
             return param
         return tf.convert_to_tensor(value)
 
-    # -- hot path: the generic math, XLA-compiled once per structure ---------------------
+    # -- per-step checks: Rule.step compares the grads' layouts with the params' ---------
+    def layouts(self, xs):
+        """(shape, dtype, device) per tensor from TensorFlow's cheapest reads, or None when
+        an entry is not a dense tf.Tensor/tf.Variable (Rule.step then checks one by one)."""
+        out = []
+        for x in xs:
+            if not isinstance(x, (tf.Tensor, tf.Variable)):
+                x = _unwrap(x)
+                if not isinstance(x, (tf.Tensor, tf.Variable)):
+                    return None
+            out.append((tuple(x.shape), x.dtype, x.device))
+        return out
+
+    def read_all(self, xs):
+        # Eager gradients are tensors already: skip convert_to_tensor's dispatch for them.
+        return [x if isinstance(x, tf.Tensor) else self.read(x) for x in xs]
+
+    # -- hot path: the generic math, XLA-compiled once per set of variables --------------
+    # Only the gradients and one float64 vector of the step's coefficients go into the
+    # compiled function: parameters and slots are tf.Variables that it captures and
+    # assigns in place, as a hand-written tf.function would. Passing the slots in and out
+    # as tensors cost as much as the update itself on small tensors (tf.function's
+    # per-argument dispatch). Slots that arrive as tensors (from init, load_state_dict or
+    # a generic step) become variables on their first fast step; the returned state
+    # holds them, and later steps update them in place (Rule.step: the state passed in
+    # is consumed).
+    MAX_COMPILED = 4  # compiled steps kept per rule (one per set of params and slots)
+
     def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
-        """Run ``rule.compute`` for all variables in one ``tf.function(jit_compile=True)``,
-        traced once per structure (shapes, dtypes, groups, mask, constants) and cached on
-        the rule; the step-dependent coefficients (``rule.step_keys``) are arguments, so
-        later steps do not retrace. The math is the generic path's, compiled."""
-        variables = [_unwrap(p) for p in params]
-        if not tf.executing_eagerly() or not all(isinstance(v, tf.Variable) for v in variables):
-            return False  # inside someone's graph already, or immutable tensors: generic path
-        group_index, groups = [], []
-        for h in hypers:
-            for j, seen in enumerate(groups):
-                if seen is h:
-                    group_index.append(j)
-                    break
-            else:
-                group_index.append(len(groups))
-                groups.append(h)
-        constants = tuple(
-            tuple(sorted((k, v) for k, v in h.items() if k not in rule.step_keys)) for h in groups
-        )
-        slot_names = tuple(tuple(sorted(s)) for s in slots)
-        key = (
-            tuple((tuple(v.shape), v.dtype.name) for v in variables),
-            tuple(decayed), tuple(group_index), constants, slot_names,
-        )
-        try:
-            cache = rule.__dict__.setdefault("_xla_steps", {})
-            compiled = cache.get(key)
-            if compiled is None:
-                compiled = cache[key] = self._compile(rule, variables, group_index, constants, slot_names, decayed)
-        except TypeError:  # an unhashable constant (a user's object): no compiled path
+        """:meth:`fast_update_columns` with the slots as one dict per parameter."""
+        names = sorted({name for s in slots for name in s})
+        columns = {name: [s.get(name) for s in slots] for name in names}
+        if not self.fast_update_columns(rule, params, grads, columns, hypers, decayed):
             return False
-        coefficients = [tf.constant([float(h[k]) for k in rule.step_keys], dtype=tf.float64) for h in groups]
-        flat_slots = [slots[i][name] for i, names in enumerate(slot_names) for name in names]
-        grads = [tf.convert_to_tensor(g) for g in grads]
-        new_flat = compiled(grads, flat_slots, coefficients)
-        position = 0
-        for i, names in enumerate(slot_names):
-            for name in names:
-                slots[i][name] = new_flat[position]
-                position += 1
+        for i, s in enumerate(slots):
+            for name in s:
+                s[name] = columns[name][i]
         return True
 
-    def _compile(self, rule, variables, group_index, constants, slot_names, decayed):
+    def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
+        """Run ``rule.compute`` for all variables in one ``tf.function(jit_compile=True)``
+        that assigns the parameters and the slots. It is traced once per set of variables
+        and structure (groups, mask, constants) and kept on the rule; the step-dependent
+        coefficients (``rule.step_keys``) are an argument, so later steps do not retrace.
+        The math is the generic path's, compiled."""
+        if not tf.executing_eagerly() or tf.distribute.has_strategy():
+            return False  # inside someone's graph, or mirrored variables: generic path
+        groups = list({id(h): h for h in hypers}.values())
+        index = {id(h): i for i, h in enumerate(groups)}
+        try:
+            structure = (
+                tuple(map(index.__getitem__, map(id, hypers))),
+                tuple(tuple(sorted((k, v) for k, v in h.items() if k not in rule.step_keys)) for h in groups),
+                tuple(columns),
+                tuple(decayed),
+            )
+            hash(structure)
+        except TypeError:  # an unhashable constant (a user's object): no compiled path
+            return False
+        entries = rule.__dict__.setdefault("_xla_steps", [])
+        entry = _find(entries, params, columns, structure)
+        if entry is None:
+            variables = [_unwrap(p) for p in params]
+            if not all(isinstance(v, tf.Variable) for v in variables):
+                return False  # immutable tensors: generic path
+            for col in columns.values():  # this step's lists, not the state passed in
+                col[:] = [x if x is None or isinstance(x, tf.Variable) else _slot_variable(x) for x in col]
+            entry = self._compile(rule, params, variables, grads, columns, structure)
+            entries.insert(0, entry)
+            del entries[self.MAX_COMPILED:]
+        values = [float(h[k]) for h in groups for k in rule.step_keys]
+        used = tuple(compress(values, entry.used))
+        if used != entry.last_used:
+            # A new coefficient tensor only when a value the math reads has changed (not
+            # for the step count SGD never reads): after a large update the caches are
+            # cold and making one costs ~0.15 ms, 3% of a 10M-parameter step.
+            entry.last_used, entry.coefficients = used, tf.constant(values, dtype=tf.float64)
+        entry.run([*grads, entry.coefficients])
+        return True
+
+    def _compile(self, rule, params, variables, grads, slots, structure):
+        group_index, constants, slot_names, decayed = structure
         step_keys = rule.step_keys
         compute_dtypes = [tf.float32 if v.dtype in (tf.float16, tf.bfloat16) else v.dtype for v in variables]
 
-        @tf.function(jit_compile=True)
-        def step(grads, flat_slots, coefficients):
-            hypers, leaf_slots, position = [], [], 0
-            for i, names in enumerate(slot_names):
-                h = dict(constants[group_index[i]])
-                for j, k in enumerate(step_keys):
-                    h[k] = tf.cast(coefficients[group_index[i]][j], compute_dtypes[i])
-                hypers.append(h)
-                leaf_slots.append({name: flat_slots[position + n] for n, name in enumerate(names)})
-                position += len(names)
+        taken = []  # (position in coefficients, its traced tensor)
+
+        def step(grads, coefficients):
+            hypers, leaf_slots, shared = [], [], {}
+            for i, (group, dtype) in enumerate(zip(group_index, compute_dtypes)):
+                if (group, dtype) not in shared:  # one dict (and cast) per group and dtype
+                    h = shared[group, dtype] = dict(constants[group])
+                    for j, k in enumerate(step_keys):
+                        position = group * len(step_keys) + j
+                        h[k] = tf.cast(coefficients[position], dtype)
+                        taken.append((position, h[k]))
+                hypers.append(shared[group, dtype])
+                leaf_slots.append({
+                    name: tf.convert_to_tensor(slots[name][i]) for name in slot_names if slots[name][i] is not None
+                })
             values, new_slots = rule.compute(self, variables, grads, leaf_slots, hypers, list(decayed))
             for v, value in zip(variables, values):
                 v.assign(value)
-            return [s[name] for s, names in zip(new_slots, slot_names) for name in names]
+            for i, leaf in enumerate(new_slots):
+                for name, value in leaf.items():
+                    slots[name][i].assign(value)
 
-        return step
+        concrete = tf.function(step, jit_compile=True).get_concrete_function(
+            [tf.TensorSpec(g.shape, g.dtype) for g in grads],
+            tf.TensorSpec([len(constants) * len(step_keys)], tf.float64),
+        )
+        # Which coefficients the traced math reads: a tensor nothing consumes does not
+        # change the result whatever its value.
+        used = [False] * (len(constants) * len(step_keys))
+        for position, tensor in taken:
+            used[position] = used[position] or bool(tensor.consumers())
+        return _Compiled(params, slots, structure, concrete, used)
 
     def to_numpy(self, x):
         x = tf.convert_to_tensor(_unwrap(x))
