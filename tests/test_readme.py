@@ -1,5 +1,5 @@
 """The README's promises that can rot: its test command is the one CI runs, its worked
-example runs and gives the closed form."""
+example runs and gives the closed form, its performance tables are the measured ones."""
 
 import pathlib
 import re
@@ -15,6 +15,20 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert TEST_COMMAND in README
     assert re.search(r"^" + re.escape(TEST_COMMAND) + r"\s*$", ci, re.M), "CI must run the README's test command"
+
+
+def test_performance_tables_are_the_measured_ones():
+    # benchmarks/report.py renders each table from benchmarks/results/*.json; a re-run
+    # benchmark without an updated README (or a hand-edited figure) fails here.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report", ROOT / "benchmarks" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    tables = report.tables()
+    assert len(tables) == len(report.SECTIONS), "a results file is missing from benchmarks/results/"
+    for table in tables:
+        assert table in README, f"README's Performance section is out of date; run benchmarks/report.py:\n{table}"
 
 
 def test_quickstart_has_two_commands():

@@ -24,9 +24,12 @@ _NORM_NUMEL = torch.Tensor.numel
 
 _LAYOUT = operator.attrgetter("shape", "dtype", "layout", "device")
 _DTYPE_DEVICE = operator.attrgetter("dtype", "device")
+_DTYPE = operator.attrgetter("dtype")
+_DEVICE = operator.attrgetter("device")
+_IS_CPU = operator.attrgetter("is_cpu")
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 _IS_SPARSE = operator.attrgetter("is_sparse")
-_FUSED_DTYPES = (torch.float32, torch.float64)
+_FUSED_DTYPES = frozenset((torch.float32, torch.float64))
 # The state slots torch's fused kernels read and write (decay uses torch's names).
 _KERNEL_SLOTS = frozenset(("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
 
@@ -152,17 +155,21 @@ class TorchBackend(Backend):
         if not self.fast_update_columns(rule, params, grads, columns, hypers, decayed):
             return False
         for name, column in columns.items():  # new tensors only where a buffer was created
-            for s, old, new in zip(slots, before[name], column):
-                if new is not old:
-                    s[name] = new
+            if not all(map(operator.is_, column, before[name])):
+                for s, old, new in zip(slots, before[name], column):
+                    if new is not old:
+                        s[name] = new
         return True
 
     def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
         """The fused kernels called directly, once per (dtype, device) and kernel spec:
         no per-tensor Python beyond reading each tensor's dtype and device. The caller
         has checked that each grad matches its param's shape, dtype, device and layout."""
-        kinds = set(map(_DTYPE_DEVICE, params))
-        if any(dtype not in _FUSED_DTYPES or device.type not in ("cpu", "cuda") for dtype, device in kinds):
+        # Reading .device makes a torch.device per tensor (3x a dtype read): CPU-only
+        # lists, the common case on CPU, are recognised without it.
+        dtypes = set(map(_DTYPE, params))
+        devices = {torch.device("cpu")} if all(map(_IS_CPU, params)) else set(map(_DEVICE, params))
+        if not dtypes <= _FUSED_DTYPES or any(d.type not in ("cpu", "cuda") for d in devices):
             return False  # float16/bfloat16 keep float32 state: the generic path does that
         # Plan every part before touching anything: False must mean nothing was written.
         if len(set(map(id, hypers))) == 1 and (all(decayed) or not any(decayed)):
@@ -180,7 +187,7 @@ class TorchBackend(Backend):
                 if spec is None:
                     return False
                 parts.append((spec, index))
-        if len(kinds) > 1:  # torch's kernels take one dtype and device per call
+        if len(dtypes) > 1 or len(devices) > 1:  # torch's kernels take one dtype and device per call
             split = []
             for spec, index in parts:
                 by_kind = {}

@@ -14,6 +14,8 @@ Adam and AdamW.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from ..backends import get_backend
@@ -21,6 +23,8 @@ from ..errors import DecayError
 from ..masks import resolve_mask
 from ..rules import Rule
 from ..rules.base import LOW_PRECISION
+
+_IS_SPARSE = operator.attrgetter("is_sparse")
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -133,7 +137,7 @@ class Optimizer(torch.optim.Optimizer):
                 continue
             # torch checked each .grad's shape, dtype and device when it was assigned.
             grads = [p.grad for p in params]
-            if any(g.is_sparse for g in grads):
+            if any(map(_IS_SPARSE, grads)):
                 raise DecayError("decay.torch.Optimizer does not support sparse gradients.")
             work.append((group, self._group_hyper(group), params, grads))
 
