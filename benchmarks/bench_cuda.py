@@ -145,6 +145,44 @@ def medians(functions, measure, chain, repeats, warmup=2):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def copy_bandwidth(device, size, count, measure, chain, repeats, randn):
+    """Bytes read + written per second by a device-to-device copy: on the benchmark's
+    layout and on one contiguous block, the faster of the two (the stricter floor)."""
+    src, dst = randn(), randn()
+    big_src = torch.empty(size * count, device=device)
+    big_dst = torch.empty_like(big_src)
+    copy = medians({"foreach_copy": lambda: torch._foreach_copy_(dst, src),
+                    "copy": lambda: big_dst.copy_(big_src)}, measure, chain, repeats)
+    return copy, 2 * 4 * size * count / min(copy.values())
+
+
+def time_case(make_rule, make_native, randn, measure, chain, repeats):
+    """Median seconds per step of torch.optim (fused, foreach), rule.step and
+    decay.torch.Optimizer, each on its own copy of the same parameters and gradients."""
+    grads = randn(1e-3)
+    base = randn()
+
+    def tensors():
+        ts = [torch.nn.Parameter(b.clone()) for b in base]
+        for t, g in zip(ts, grads):
+            t.grad = g
+        return ts
+
+    fused_p, foreach_p, rule_p, opt_p = tensors(), tensors(), tensors(), tensors()
+    fused = make_native(fused_p, fused=True)
+    foreach = make_native(foreach_p, foreach=True)
+    rule = make_rule()
+    box = [rule.init(rule_p)]
+    opt = decay.torch.Optimizer(opt_p, make_rule())
+
+    def rule_step():
+        with torch.no_grad():
+            _, box[0] = rule.step(rule_p, grads, box[0])
+
+    return medians({"fused": fused.step, "foreach": foreach.step, "decay": rule_step, "decay.torch": opt.step},
+                   measure, chain, repeats)
+
+
 def bandwidth(device, n_params, count, chain, repeats):
     size = n_params // count
     measure = event_timer(device)
@@ -153,40 +191,12 @@ def bandwidth(device, n_params, count, chain, repeats):
     def randn(scale=1.0):
         return [torch.randn(size, generator=gen, device=device).mul_(scale) for _ in range(count)]
 
-    # Copy bandwidth on the same layout and on one contiguous block; the faster is the floor.
-    src, dst = randn(), randn()
-    big_src = torch.empty(size * count, device=device)
-    big_dst = torch.empty_like(big_src)
-    copy = medians({"foreach_copy": lambda: torch._foreach_copy_(dst, src),
-                    "copy": lambda: big_dst.copy_(big_src)}, measure, chain, repeats)
-    copy_bytes = 2 * 4 * size * count
-    copy_bw = copy_bytes / min(copy.values())
-    del src, dst, big_src, big_dst
+    copy, copy_bw = copy_bandwidth(device, size, count, measure, chain, repeats, randn)
     rows = []
     for name, (make_rule, make_native, per_param) in CASES.items():
-        grads = randn(1e-3)
-        base = randn()
-
-        def tensors():
-            ts = [torch.nn.Parameter(b.clone()) for b in base]
-            for t, g in zip(ts, grads):
-                t.grad = g
-            return ts
-
-        sides = {}
-        fused_p, foreach_p, rule_p, opt_p = tensors(), tensors(), tensors(), tensors()
-        fused = make_native(fused_p, fused=True)
-        foreach = make_native(foreach_p, foreach=True)
-        rule = make_rule()
-        box = [rule.init(rule_p)]
-        opt = decay.torch.Optimizer(opt_p, make_rule())
-
-        def rule_step():
-            with torch.no_grad():
-                _, box[0] = rule.step(rule_p, grads, box[0])
-
-        sides = {"fused": fused.step, "foreach": foreach.step, "decay": rule_step, "decay.torch": opt.step}
-        t = medians(sides, measure, chain, repeats)
+        t = time_case(make_rule, make_native, randn, measure, chain, repeats)  # frees its tensors on return
+        if device == "cuda":
+            torch.cuda.empty_cache()
         moved = per_param * size * count
         row = {"case": name, "bytes_per_param": per_param, "median_s": t,
                "fraction_of_copy": {k: moved / v / copy_bw for k, v in t.items()},
@@ -195,10 +205,7 @@ def bandwidth(device, n_params, count, chain, repeats):
         row["ok"] = (min(row["fraction_of_copy"]["decay"], row["fraction_of_copy"]["decay.torch"]) >= 0.8
                      if name in TARGETED else None)
         rows.append(row)
-        del fused, foreach, opt, fused_p, foreach_p, rule_p, opt_p, box, grads, base
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    return {"copy_median_s": copy, "copy_bytes": copy_bytes, "copy_bandwidth_Bps": copy_bw,
+    return {"copy_median_s": copy, "copy_bytes": 2 * 4 * size * count, "copy_bandwidth_Bps": copy_bw,
             "layout": f"{count}x{size}", "chain": chain, "repeats": repeats, "cases": rows}
 
 

@@ -21,8 +21,6 @@ def article_grad(native, x, placement):
     name = native.name
     penalty = decay.L2(LAM) if placement == "loss" else None
     if name == "torch":
-        import torch
-
         leaf = x.detach().clone().requires_grad_(True)
         loss = (leaf**2).sum()
         if penalty:

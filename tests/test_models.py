@@ -31,7 +31,7 @@ import torch
 import decay
 import decay.models
 from decay.models import MLP, LinearRegression, LogisticRegression, batches, fit
-from decay.tolerances import assert_close, rtol
+from decay.tolerances import assert_close
 
 N = 32
 FLOAT32_K = math.ceil(math.sqrt(N))
