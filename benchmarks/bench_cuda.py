@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import decay  # noqa: E402
+from bench_torch import side_steps  # noqa: E402
 from common import RESULTS, machine, table  # noqa: E402
 from decay.tolerances import relative_error, rtol  # noqa: E402
 
@@ -160,27 +161,7 @@ def time_case(make_rule, make_native, randn, measure, chain, repeats):
     """Median seconds per step of torch.optim (fused, foreach), rule.step and
     decay.torch.Optimizer, each on its own copy of the same parameters and gradients."""
     grads = randn(1e-3)
-    base = randn()
-
-    def tensors():
-        ts = [torch.nn.Parameter(b.clone()) for b in base]
-        for t, g in zip(ts, grads):
-            t.grad = g
-        return ts
-
-    fused_p, foreach_p, rule_p, opt_p = tensors(), tensors(), tensors(), tensors()
-    fused = make_native(fused_p, fused=True)
-    foreach = make_native(foreach_p, foreach=True)
-    rule = make_rule()
-    box = [rule.init(rule_p)]
-    opt = decay.torch.Optimizer(opt_p, make_rule())
-
-    def rule_step():
-        with torch.no_grad():
-            _, box[0] = rule.step(rule_p, grads, box[0])
-
-    return medians({"fused": fused.step, "foreach": foreach.step, "decay": rule_step, "decay.torch": opt.step},
-                   measure, chain, repeats)
+    return medians(side_steps(make_rule, make_native, randn(), grads), measure, chain, repeats)
 
 
 def bandwidth(device, n_params, count, chain, repeats):

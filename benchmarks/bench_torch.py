@@ -37,6 +37,30 @@ CASES = {
 }
 
 
+def side_steps(make_rule, make_native, base, grads) -> dict:
+    """One step function per side, each on its own copy of ``base`` (moved to the grads'
+    device) with ``grads``: torch.optim with fused=True and with foreach=True, decay's
+    rule.step, and decay.torch.Optimizer."""
+
+    def tensors():
+        ts = [b.clone().to(g.device) for b, g in zip(base, grads)]
+        for t, g in zip(ts, grads):
+            t.grad = g
+        return ts
+
+    fused_p, foreach_p, rule_p, opt_p = tensors(), tensors(), tensors(), tensors()
+    fused = make_native(fused_p, fused=True)
+    foreach = make_native(foreach_p, foreach=True)
+    rule = make_rule()
+    box = [rule.init(rule_p)]
+    opt = decay.torch.Optimizer(opt_p, make_rule())
+
+    def rule_step():
+        _, box[0] = rule.step(rule_p, grads, box[0])
+
+    return {"fused": fused.step, "foreach": foreach.step, "decay": rule_step, "decay.torch": opt.step}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -53,18 +77,7 @@ def main():
             base = [torch.randn(size, generator=gen) for _ in range(count)]
             grads = [torch.randn(size, generator=gen).mul_(1e-3).to(args.device) for _ in range(count)]
 
-            def tensors():
-                ts = [b.clone().to(args.device) for b in base]
-                for t, g in zip(ts, grads):
-                    t.grad = g
-                return ts
-
-            fused_p, foreach_p, ours_p, opt_p = tensors(), tensors(), tensors(), tensors()
-            fused = make_native(fused_p, fused=True)
-            foreach = make_native(foreach_p, foreach=True)
-            rule = make_rule()
-            box = [rule.init(ours_p)]
-            ours_opt = decay.torch.Optimizer(opt_p, make_rule())
+            sides = side_steps(make_rule, make_native, base, grads)
 
             def timed(fn):
                 def run():
@@ -72,13 +85,7 @@ def main():
                     sync()
                 return run
 
-            def decay_step():
-                _, box[0] = rule.step(ours_p, grads, box[0])
-
-            t = interleaved_medians({
-                "fused": timed(fused.step), "foreach": timed(foreach.step),
-                "decay": timed(decay_step), "decay.torch": timed(ours_opt.step),
-            }, args.repeats)
+            t = interleaved_medians({k: timed(fn) for k, fn in sides.items()}, args.repeats)
             reference = min(t["fused"], t["foreach"])
             ratio, ratio_opt = t["decay"] / reference, t["decay.torch"] / reference
             ok = "ok" if max(ratio, ratio_opt) <= target else f"over {target}x"
