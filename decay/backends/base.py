@@ -9,6 +9,7 @@ holds no update math: only how to do each primitive natively.
 from __future__ import annotations
 
 import contextlib
+import operator
 
 import numpy as np
 
@@ -128,24 +129,29 @@ class Backend:
         return contextlib.nullcontext()
 
     # -- hot path -------------------------------------------------------------------
-    def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
-        """Run the whole step natively fast, writing params and ``slots`` (a dict per
-        parameter) in place, and return True; or return False, having written nothing,
-        when this backend has no fast path for it. The generic path is the reference:
-        the test suite checks both give the same numbers."""
+    def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
+        """Run the whole step natively fast and return True; or return False, having
+        written nothing, when this backend has no fast path for it. The slots come by
+        name, as :class:`RuleState` keeps them: ``columns[name]`` is a list with one
+        tensor (or None) per parameter, written in place, or replaced in the list where
+        the step makes new tensors. The caller has checked every grad against its
+        param. The generic path is the reference: the test suite checks both give the
+        same numbers."""
         return False
 
-    def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
-        """:meth:`fast_update` with the slots by name, as :class:`RuleState` keeps them:
-        ``columns[name]`` is a list with one tensor (or None) per parameter, whose
-        entries are replaced where the step makes new tensors. Adapters whose kernels
-        take lists override this to skip the per-parameter dicts."""
-        n = len(params)
-        slots = [{name: col[i] for name, col in columns.items() if col[i] is not None} for i in range(n)]
-        if not self.fast_update(rule, params, grads, slots, hypers, decayed):
+    def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
+        """:meth:`fast_update_columns` with the slots as one dict per parameter (such as
+        a torch optimizer's per-parameter state); entries the step replaced are written
+        back into the dicts."""
+        columns = {name: [s.get(name) for s in slots] for name in sorted(set().union(*slots))}
+        before = {name: list(column) for name, column in columns.items()}
+        if not self.fast_update_columns(rule, params, grads, columns, hypers, decayed):
             return False
-        for name, col in columns.items():
-            col[:] = [s.get(name) for s in slots]
+        for name, column in columns.items():
+            if not all(map(operator.is_, column, before[name])):
+                for s, old, new in zip(slots, before[name], column):
+                    if new is not old:
+                        s[name] = new
         return True
 
     # -- per-step checks ----------------------------------------------------------------

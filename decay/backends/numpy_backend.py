@@ -103,13 +103,6 @@ class NumpyBackend(Backend):
         return super().layouts(xs)
 
     # -- hot path: in place, block by block, no per-step allocation ----------------------
-    def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
-        """:meth:`fast_update_columns` with the slots as one dict per parameter (the
-        arrays are written in place, so the dicts need no update)."""
-        names = sorted(set().union(*slots))
-        columns = {name: [s.get(name) for s in slots] for name in names}
-        return self.fast_update_columns(rule, params, grads, columns, hypers, decayed)
-
     def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
         """SGD and Adam variants (``rule.kernel_spec``) computed in place block by block
         with two reused scratch blocks, in the same operation order as the generic path.

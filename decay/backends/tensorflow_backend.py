@@ -170,17 +170,6 @@ class TensorflowBackend(Backend):
     # is consumed).
     MAX_COMPILED = 4  # compiled steps kept per rule (one per set of params and slots)
 
-    def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
-        """:meth:`fast_update_columns` with the slots as one dict per parameter."""
-        names = sorted({name for s in slots for name in s})
-        columns = {name: [s.get(name) for s in slots] for name in names}
-        if not self.fast_update_columns(rule, params, grads, columns, hypers, decayed):
-            return False
-        for i, s in enumerate(slots):
-            for name in s:
-                s[name] = columns[name][i]
-        return True
-
     def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
         """Run ``rule.compute`` for all variables in one ``tf.function(jit_compile=True)``
         that assigns the parameters and the slots. It is traced once per set of variables

@@ -30,8 +30,6 @@ _IS_CPU = operator.attrgetter("is_cpu")
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 _IS_SPARSE = operator.attrgetter("is_sparse")
 _FUSED_DTYPES = frozenset((torch.float32, torch.float64))
-# The state slots torch's fused kernels read and write (decay uses torch's names).
-_KERNEL_SLOTS = frozenset(("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
 
 
 class TorchBackend(Backend):
@@ -144,27 +142,18 @@ class TorchBackend(Backend):
 
     # -- hot path: torch's own fused kernels ------------------------------------------
     def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
-        """SGD and Adam variants through torch's fused kernels (what ``fused=True`` in
-        torch.optim runs), with coefficients from ``rule.kernel_spec``. ``slots`` are
-        per-parameter dicts (decay.torch.Optimizer's state; other keys are ignored)."""
+        # Per-parameter dicts come from callers that have not compared the grads' layouts
+        # with the params' (Rule.step has): sparse grads have no fused kernel.
         if any(map(_IS_SPARSE, grads)):
             return False
-        names = set().union(*slots).intersection(_KERNEL_SLOTS)
-        columns = {name: [s.get(name) for s in slots] for name in names}
-        before = {name: list(column) for name, column in columns.items()}
-        if not self.fast_update_columns(rule, params, grads, columns, hypers, decayed):
-            return False
-        for name, column in columns.items():  # new tensors only where a buffer was created
-            if not all(map(operator.is_, column, before[name])):
-                for s, old, new in zip(slots, before[name], column):
-                    if new is not old:
-                        s[name] = new
-        return True
+        return super().fast_update(rule, params, grads, slots, hypers, decayed)
 
     def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
-        """The fused kernels called directly, once per (dtype, device) and kernel spec:
-        no per-tensor Python beyond reading each tensor's dtype and device. The caller
-        has checked that each grad matches its param's shape, dtype, device and layout."""
+        """SGD and Adam variants through torch's fused kernels (what ``fused=True`` in
+        torch.optim runs), with coefficients from ``rule.kernel_spec``, called directly
+        once per (dtype, device) and kernel spec: no per-tensor Python beyond reading
+        each tensor's dtype and device. Slot columns are read by torch's slot names;
+        others (decay.torch.Optimizer's "step") are ignored."""
         # Reading .device makes a torch.device per tensor (3x a dtype read): CPU-only
         # lists, the common case on CPU, are recognised without it.
         dtypes = set(map(_DTYPE, params))

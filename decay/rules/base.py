@@ -128,7 +128,7 @@ class Rule:
                 )
             self.groups.append((group["params"], self._check_hyper({**self.defaults, **overrides})))
         self._layout_cache: dict = {}
-        #: Let a backend run its fused/compiled hot path (see Backend.fast_update);
+        #: Let a backend run its fused/compiled hot path (see Backend.fast_update_columns);
         #: tests switch it off to check the generic path against it.
         self.use_fast_path = True
 
