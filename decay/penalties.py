@@ -68,6 +68,24 @@ class Penalty:
     def get_config(self) -> dict:
         raise NotImplementedError
 
+    # -- the algebra every other module asks for (rules, conversion, compare) --------------
+    #: c in the penalty's ``c·Σθ²`` part (0 when it has none)
+    l2 = 0.0
+
+    def coupled_weight_decay(self) -> float:
+        """The λ of a coupled weight decay (g ← g + λθ) that equals this penalty's
+        L2 part: its gradient is 2·c·θ, so λ = 2·c."""
+        return 2.0 * self.l2
+
+    def without_l2(self) -> "Penalty | None":
+        """What is left once the L2 part is taken out (its gradient is not linear in
+        θ), or None when nothing is."""
+        return None
+
+    def plus_l2(self, lam: float) -> "Penalty":
+        """This penalty plus ``lam·Σθ²``, as one penalty."""
+        raise NotImplementedError
+
 
 class L2(Penalty):
     """``lam · Σθ²`` — gradient ``2·lam·θ``.
@@ -89,6 +107,13 @@ class L2(Penalty):
 
     def get_config(self):
         return {"name": "L2", "lam": self.lam}
+
+    @property
+    def l2(self):
+        return self.lam
+
+    def plus_l2(self, lam):
+        return L2(self.lam + lam)
 
     def __repr__(self):
         return f"L2(lam={self.lam!r})"
@@ -113,6 +138,12 @@ class L1(Penalty):
 
     def get_config(self):
         return {"name": "L1", "lam": self.lam}
+
+    def without_l2(self):
+        return self
+
+    def plus_l2(self, lam):
+        return ElasticNet(self.lam, lam)
 
     def __repr__(self):
         return f"L1(lam={self.lam!r})"
@@ -139,8 +170,28 @@ class ElasticNet(Penalty):
     def get_config(self):
         return {"name": "ElasticNet", "l1": self.l1, "l2": self.l2}
 
+    def without_l2(self):
+        return L1(self.l1) if self.l1 else None
+
+    def plus_l2(self, lam):
+        return ElasticNet(self.l1, self.l2 + lam)
+
     def __repr__(self):
         return f"ElasticNet(l1={self.l1!r}, l2={self.l2!r})"
+
+
+def add_l2(penalty: "Penalty | None", lam: float) -> "Penalty | None":
+    """``penalty + L2(lam)`` as one penalty (``penalty`` may be None)."""
+    if lam == 0:
+        return penalty
+    return L2(lam) if penalty is None else penalty.plus_l2(lam)
+
+
+def split_l2(penalty: "Penalty | None") -> tuple:
+    """(c of the L2 part ``c·Σθ²``, the rest of the penalty or None)."""
+    if penalty is None:
+        return 0.0, None
+    return penalty.l2, penalty.without_l2()
 
 
 def penalty_from_config(config: dict) -> Penalty:
