@@ -64,3 +64,11 @@ def check_choice(name: str, value, choices) -> str:
         listed = ", ".join(repr(c) for c in choices)
         raise DecayError(f"`{name}` must be one of {listed}. Received: {name}={value!r}.")
     return value
+
+
+def check_flag(name: str, value) -> bool:
+    """A boolean option: True or False (NumPy's bool too), never a string or a number
+    that Python would read as one (``"False"`` is true)."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise DecayError(f"`{name}` must be True or False. Received: {name}={value!r}.")

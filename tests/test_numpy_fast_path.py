@@ -1,5 +1,6 @@
-"""NumPy's in-place fast path against the generic path, where its own code branches:
-tensors over one block, N-d and 0-d tensors, slots it must not take, the dict API."""
+"""NumPy's blocked fast path against the rule's definition run on whole tensors, where
+its own code branches: tensors over one block, N-d and 0-d tensors, slots it must not
+cut."""
 
 import numpy as np
 import pytest
@@ -60,25 +61,42 @@ def test_a_non_contiguous_slot_goes_to_the_generic_path():
         assert_close(got[n], want[n], "float64", steps=STEPS, what=n)
 
 
-def test_refusal_writes_nothing():
+def test_blocks_cover_every_element_once():
+    # run_elementwise hands the update pieces of at most BLOCK elements per call (several
+    # small tensors together), each element exactly once, slots cut like their params.
     backend = decay.get_backend("numpy")
-    rule = decay.adamw(1e-2, weight_decay=1e-2)
-    params = [np.ones(5), np.ones(5)[::2]]  # the second is not contiguous
-    before = [p.copy() for p in params]
-    columns = {"exp_avg": [np.zeros(5), np.zeros(3)], "exp_avg_sq": [np.zeros(5), np.zeros(3)]}
-    hypers = [rule.hyper_at(rule.defaults, 0)] * 2
-    assert not backend.fast_update_columns(rule, params, [np.ones(5), np.ones(3)], columns, hypers, [True, True])
-    for p, b in zip(params, before):
-        np.testing.assert_array_equal(p, b)
-    assert not any(x.any() for column in columns.values() for x in column)
+    sizes = [3 * BLOCK + 7, 5, BLOCK, 1, BLOCK - 3, 0]
+    params = [np.zeros(n) for n in sizes] + [np.zeros((4, 5)), np.zeros(())]
+    grads = [np.arange(p.size, dtype=float).reshape(p.shape) for p in params]
+    slots = {"s": [np.zeros(p.shape) for p in params]}
+    calls = []
+
+    def fn(p, g, s):
+        calls.append(sum(x.size for x in p))
+        assert [x.size for x in p] == [x.size for x in g] == [x.size for x in s["s"]]
+        backend.add_(p, g)
+        backend.add_(s["s"], p, alpha=2.0)
+
+    backend.run_elementwise(fn, params, grads, slots)
+    for p, g, x in zip(params, grads, slots["s"]):
+        np.testing.assert_array_equal(p, g)
+        np.testing.assert_array_equal(x, 2 * g)
+    assert max(calls) <= BLOCK and len(calls) >= 5
 
 
-def test_dict_slots_api_updates_in_place():
+def test_layouts_it_cannot_cut_run_whole():
+    # A non-contiguous parameter cannot be cut into flat views: the update runs on the
+    # whole tensors (ufuncs with out= write through any strides).
     backend = decay.get_backend("numpy")
-    rule = decay.sgd(0.1, momentum=0.9)
-    p, g = np.ones((2, 3)), np.full((2, 3), 0.5)
-    slots = [{"momentum_buffer": np.zeros((2, 3))}]
-    hypers = [rule.hyper_at(rule.defaults, 0)]
-    assert backend.fast_update(rule, [p], [g], slots, hypers, [True])
-    np.testing.assert_allclose(slots[0]["momentum_buffer"], 0.5)
-    np.testing.assert_allclose(p, 1 - 0.1 * 0.5)
+    base = np.zeros((4, 6))
+    params = [base[:, ::2]]
+    calls = []
+
+    def fn(p, g, s):
+        calls.append([x.shape for x in p])
+        backend.add_(p, g, alpha=3.0)
+
+    backend.run_elementwise(fn, params, [np.ones((4, 3))], {})
+    assert calls == [[(4, 3)]]
+    np.testing.assert_array_equal(base[:, ::2], 3.0)
+    np.testing.assert_array_equal(base[:, 1::2], 0.0)

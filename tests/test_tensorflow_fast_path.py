@@ -70,11 +70,12 @@ def slot_tensors(state):
 
 
 class CountingCompute:
-    """Counts rule.compute calls: the fast path calls it only while tracing."""
+    """Counts calls of the rule's math (rule.direction): the fast path calls it only
+    while tracing."""
 
     def __init__(self, rule):
-        self.calls, self.inner = 0, rule.compute
-        rule.compute = self
+        self.calls, self.inner = 0, rule.direction
+        rule.direction = self
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -104,10 +105,11 @@ def test_slots_stay_the_same_variables_and_nothing_retraces(name):
     p, state = run(rule, steps=[0])
     first = slot_tensors(state)
     assert first and all(isinstance(x, tf.Variable) for x in first)
-    assert counter.calls == 1  # traced once, on the first step
+    traced = counter.calls  # once per part (group and mask), on the first step only
+    assert 1 <= traced <= 3
     p, state = run(rule, steps=range(1, STEPS), p=p, state=state)
     assert all(a is b for a, b in zip(slot_tensors(state), first))
-    assert counter.calls == 1  # no retrace over the later steps (schedules included)
+    assert counter.calls == traced  # no retrace over the later steps (schedules included)
     assert state.count == STEPS
 
 
@@ -224,29 +226,6 @@ def test_keras_variables():
     got, state = run(rule, p=kv)
     for n in SHAPES:
         assert_close(np.asarray(got[n].numpy()), want[n].numpy(), "float32", steps=STEPS, what=f"keras {n}")
-
-
-def test_fast_update_with_slots_per_parameter():
-    # Backend.fast_update (one slot dict per parameter) runs the same compiled step as
-    # fast_update_columns, and hands back the slot variables in the dicts.
-    backend = decay.get_backend("tensorflow")
-    rule = RULES["adamw-amsgrad-scheduled"]()
-    generic = RULES["adamw-amsgrad-scheduled"]()
-    generic.use_fast_path = False
-    want, want_state = run(generic, steps=[0])
-    p = params()
-    state = rule.init(p)
-    names = list(SHAPES)  # the state's order: the dict's
-    slots = [{s: state.slots[s][i] for s in state.slots} for i in range(len(names))]
-    hyper = rule.hyper_at(rule.defaults, 0)
-    g = [grads(0)[n] for n in names]
-    assert backend.fast_update(rule, [p[n] for n in names], g, slots, [hyper] * len(names), [True] * len(names))
-    for n in SHAPES:
-        assert_close(p[n].numpy(), want[n].numpy(), "float32", what=n)
-    for i, leaf in enumerate(slots):
-        for s, x in leaf.items():
-            assert isinstance(x, tf.Variable)
-            assert_close(x.numpy(), want_state.slots[s][i].numpy(), "float32", what=f"{s}[{names[i]}]")
 
 
 def test_coefficients_made_again_only_when_the_math_reads_a_change():

@@ -1,22 +1,23 @@
-"""The primitive operations every backend adapter implements.
+"""What every backend adapter implements: inspection, conversion, the vocabulary of
+:mod:`decay.ops` (inherited), and the hooks through which the engine runs a step.
 
-The update rules and penalties in :mod:`decay.rules` and :mod:`decay.penalties` are
-written once against these methods plus the arithmetic operators (``+ - * /``) that
-NumPy arrays, torch tensors and TensorFlow tensors all share. An adapter therefore
-holds no update math: only how to do each primitive natively.
+The update rules and penalties are written once against these methods plus the
+arithmetic operators (``+ - * /``) that NumPy arrays, torch tensors and TensorFlow
+tensors all share. An adapter holds no update math and names no rule or slot: only how
+to do each primitive natively.
 """
 
 from __future__ import annotations
 
 import contextlib
-import operator
 
 import numpy as np
 
 from ..errors import DecayError
+from ..ops import Ops
 
 
-class Backend:
+class Backend(Ops):
     """Base class of a backend adapter. One instance per framework."""
 
     #: canonical name used by :func:`decay.get_backend`
@@ -63,7 +64,9 @@ class Backend:
 
     # -- arithmetic beyond the operators ----------------------------------
     def read(self, x):
-        """The current value of a parameter as a tensor usable in arithmetic."""
+        """The current value of a tensor, usable in arithmetic and, on backends that
+        write in place, by the vocabulary's in-place operations (a copy where ``x``
+        itself cannot be written)."""
         return x
 
     def zeros_like(self, x):
@@ -119,7 +122,7 @@ class Backend:
         raise NotImplementedError
 
     # -- writing -----------------------------------------------------------
-    def assign(self, param, value):
+    def write(self, param, value):
         """Write ``value`` into ``param`` in place when it is mutable and return the
         result: the same object for mutable tensors, ``value`` for immutable ones."""
         raise NotImplementedError
@@ -128,31 +131,33 @@ class Backend:
         """A context in which arithmetic is not recorded by autodiff."""
         return contextlib.nullcontext()
 
-    # -- hot path -------------------------------------------------------------------
-    def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
-        """Run the whole step natively fast and return True; or return False, having
-        written nothing, when this backend has no fast path for it. The slots come by
-        name, as :class:`RuleState` keeps them: ``columns[name]`` is a list with one
-        tensor (or None) per parameter, written in place, or replaced in the list where
-        the step makes new tensors. The caller has checked every grad against its
-        param. The generic path is the reference: the test suite checks both give the
-        same numbers."""
+    # -- how the engine runs a step (see decay/engine.py) ------------------------------
+    #: whether :meth:`run_fused` can run framework kernels that rules declare
+    has_fused = False
+    #: whether :meth:`run_compiled` compiles whole steps
+    compiles = False
+
+    def run_elementwise(self, fn, params, grads, slots) -> None:
+        """Run ``fn(params, grads, slots)``, an elementwise update of lists in place.
+        A backend may call it on pieces of the tensors instead (NumPy's cache-sized
+        blocks); the result must be the same."""
+        fn(params, grads, slots)
+
+    def fused_ready(self, params, grads, slots) -> bool:
+        """Whether a declared kernel may run on these lists (dtypes, devices, memory
+        layouts it reads correctly); False makes the engine run the rule's definition."""
         return False
 
-    def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
-        """:meth:`fast_update_columns` with the slots as one dict per parameter (such as
-        a torch optimizer's per-parameter state); entries the step replaced are written
-        back into the dicts."""
-        columns = {name: [s.get(name) for s in slots] for name in sorted(set().union(*slots))}
-        before = {name: list(column) for name, column in columns.items()}
-        if not self.fast_update_columns(rule, params, grads, columns, hypers, decayed):
-            return False
-        for name, column in columns.items():
-            if not all(map(operator.is_, column, before[name])):
-                for s, old, new in zip(slots, before[name], column):
-                    if new is not old:
-                        s[name] = new
-        return True
+    def run_fused(self, call, params, grads, slots) -> None:
+        """Call the framework kernel ``call`` (a :class:`decay.engine.FusedCall`)."""
+        raise NotImplementedError
+
+    def run_compiled(self, owner, structure, traced, params, grads, columns, values) -> bool:
+        """Run ``traced(param values, grads, slot columns, coefficients)`` compiled and
+        write its results into ``params`` and the slots, returning True; or return
+        False, having written nothing, when this backend does not compile. Compiled
+        steps are cached on ``owner`` per ``structure`` and tensors."""
+        return False
 
     # -- per-step checks ----------------------------------------------------------------
     def layouts(self, xs):

@@ -20,7 +20,6 @@ BLOCK = 1 << 17
 # dtype.name is a slow property; rules ask for it per tensor per step.
 _DTYPE_NAMES = {np.dtype(n): n for n in ("float16", "float32", "float64", "int32", "int64", "bool")}
 _FLOAT_DTYPES = frozenset(np.dtype(n) for n in ("float16", "float32", "float64"))
-_FAST_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
 _DTYPE = operator.attrgetter("dtype")
 _NDIM = operator.attrgetter("ndim")
 _SHAPE = operator.attrgetter("shape")
@@ -90,7 +89,19 @@ class NumpyBackend(Backend):
     def cast(self, x, dtype_name):
         return np.asarray(x).astype(dtype_name, copy=False)
 
-    def assign(self, param, value):
+    def read(self, x):
+        # The vocabulary writes in place: a read-only array or a subclass (np.matrix's
+        # operators are not elementwise) is worked on as a plain copy, written back after.
+        if type(x) is np.ndarray and x.flags.writeable:
+            return x
+        return np.array(x, subok=False)
+
+    def read_all(self, xs):
+        if set(map(type, xs)) == {np.ndarray} and all(map(_WRITEABLE, xs)):
+            return list(xs)
+        return [self.read(x) for x in xs]
+
+    def write(self, param, value):
         if isinstance(param, np.ndarray) and param.flags.writeable:
             param[...] = value
             return param
@@ -102,68 +113,132 @@ class NumpyBackend(Backend):
             return list(map(_SHAPE_AND_DTYPE, xs))
         return super().layouts(xs)
 
-    # -- hot path: in place, block by block, no per-step allocation ----------------------
-    def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
-        """SGD and Adam variants (``rule.kernel_spec``) computed in place block by block
-        with two reused scratch blocks, in the same operation order as the generic path.
-        Slots are written in place: ``columns`` keeps its arrays."""
-        # Everything is checked before the first write (False must mean nothing was
-        # written), over whole lists in C (map) where it can be: with 1,000 small tensors
-        # a Python check per tensor costs as much as the update.
-        slot_arrays = [x for column in columns.values() for x in column if x is not None]
+    # -- the vocabulary, in place with out= -----------------------------------------------
+    def _tmp(self, like):
+        """A scratch array shaped like ``like``, reused by every operation of this thread
+        (each needs it only within its own call): no allocation per call for blocks."""
+        n = like.size
+        if n > BLOCK:
+            return np.empty(like.shape, like.dtype)
+        key = like.dtype
+        buf = self._local.__dict__.get(key)
+        if buf is None:
+            buf = self._local.__dict__[key] = np.empty(BLOCK, like.dtype)
+        return buf[:n].reshape(like.shape)
+
+    def mul_(self, xs, s):
+        for x, y in zip(xs, s) if isinstance(s, list) else ((x, s) for x in xs):
+            np.multiply(x, y, out=x)
+
+    def div_(self, xs, s):
+        for x, y in zip(xs, s) if isinstance(s, list) else ((x, s) for x in xs):
+            np.divide(x, y, out=x)
+
+    def add_(self, xs, ys, alpha=1.0):
+        if not isinstance(ys, list):
+            for x in xs:
+                np.add(x, ys, out=x)
+        elif alpha == 1.0:
+            for x, y in zip(xs, ys):
+                np.add(x, y, out=x)
+        else:
+            for x, y in zip(xs, ys):
+                t = np.multiply(y, alpha, out=self._tmp(x))
+                np.add(x, t, out=x)
+
+    def lerp_(self, xs, ys, weight):
+        # torch's formula, exact at both ends: x + w·(y − x) for w < 0.5, else y − (1 − w)·(y − x)
+        for x, y in zip(xs, ys):
+            t = np.subtract(y, x, out=self._tmp(x))
+            if abs(weight) < 0.5:
+                t *= weight
+                x += t
+            else:
+                t *= 1.0 - weight
+                np.subtract(y, t, out=x)
+
+    def addcmul_(self, xs, ys, zs, value=1.0):
+        for x, y, z in zip(xs, ys, zs):
+            t = np.multiply(y, z, out=self._tmp(x))
+            t *= value
+            x += t
+
+    def addcdiv_(self, xs, ys, zs, value=1.0):
+        for x, y, z in zip(xs, ys, zs):
+            t = np.divide(y, z, out=self._tmp(x))
+            t *= value
+            x += t
+
+    def maximum_(self, xs, ys):
+        for x, y in zip(xs, ys):
+            np.maximum(x, y, out=x)
+
+    # New lists: out= keeps 0-d results arrays (a ufunc returns NumPy scalars for them,
+    # which later in-place operations could not write into).
+    def add(self, xs, ys, alpha=1.0):
+        out = [np.multiply(y, alpha, out=np.empty_like(y)) for y in ys]
+        for o, x in zip(out, xs):
+            np.add(x, o, out=o)
+        return out
+
+    def mul(self, xs, s):
+        pairs = zip(xs, s) if isinstance(s, list) else ((x, s) for x in xs)
+        return [np.multiply(x, y, out=np.empty_like(x)) for x, y in pairs]
+
+    def div(self, xs, ys):
+        pairs = zip(xs, ys) if isinstance(ys, list) else ((x, ys) for x in xs)
+        return [np.divide(x, y, out=np.empty_like(x)) for x, y in pairs]
+
+    def sqrt_all(self, xs):
+        return [np.sqrt(x, out=np.empty_like(x)) for x in xs]
+
+    def sign_all(self, xs):
+        return [np.sign(x, out=np.empty_like(x)) for x in xs]
+
+    def clone(self, xs):
+        return [np.array(x) for x in xs]
+
+    # -- fast path: elementwise updates over cache-sized blocks ---------------------------
+    def run_elementwise(self, fn, params, grads, slots):
+        """Run ``fn`` on flat pieces of at most ``BLOCK`` elements, several small tensors
+        per call, so that each block's params, grads and slots stay in cache through the
+        whole update: each parameter's bytes cross main memory once per step."""
+        slot_arrays = [x for column in slots.values() for x in column]
         if not (
             set(map(type, params)) == {np.ndarray}
-            and set(map(_DTYPE, params)) <= _FAST_DTYPES
             and all(map(_C_CONTIGUOUS, params))
-            and all(map(_WRITEABLE, params))
-            and all(issubclass(tp, np.ndarray) for tp in set(map(type, grads)))
-            and list(map(_DTYPE, grads)) == list(map(_DTYPE, params))
-            and list(map(_SHAPE, grads)) == list(map(_SHAPE, params))
+            and set(map(type, slot_arrays)) <= {np.ndarray}
             # Slots are reshaped to 1-D views: a copy (of a non-contiguous slot) would
             # take the update and lose it.
-            and set(map(type, slot_arrays)) <= {np.ndarray}
             and all(map(_C_CONTIGUOUS, slot_arrays))
             and all(map(_WRITEABLE, slot_arrays))
+            and all(isinstance(g, np.ndarray) for g in grads)
         ):
-            return False
-        names = list(columns)
-        kernels = {}
-        for key, h in dict(zip(zip(map(id, hypers), decayed), hypers)).items():
-            spec = rule.kernel_spec(h, key[1])
-            if spec is None:
-                return False
-            kernels[key] = (_sgd_kernel if spec["kind"] == "sgd" else _adam_kernel)(spec, names)
-        rows = zip(*columns.values()) if columns else itertools.repeat(())
-        views = {}  # (dtype, n) -> the scratch pair cut to n elements, made once per size
-        for p, g, row, key in zip(params, grads, rows, zip(map(id, hypers), decayed)):
-            kernel = kernels[key]
+            fn(params, grads, slots)
+            return
+        names = list(slots)
+        rows = zip(*slots.values()) if names else itertools.repeat(())
+        batch_p, batch_g, batch_s, size = [], [], [[] for _ in names], 0
+        for p, g, row in zip(params, grads, rows):
             n = p.size
-            if p.ndim != 1:  # the kernels work on flat views
-                p, g = p.reshape(-1), g.reshape(-1)
-                row = tuple(x if x is None else x.reshape(-1) for x in row)
-            if n <= BLOCK:  # one block: no slices to make
-                pair = views.get((p.dtype, n))
-                if pair is None:
-                    s1, s2 = self._scratch(p.dtype)
-                    pair = views[(p.dtype, n)] = (s1[:n], s2[:n])
-                kernel(p, g, row, *pair)
-                continue
-            s1, s2 = self._scratch(p.dtype)
-            for start in range(0, n, BLOCK):
-                stop = min(start + BLOCK, n)
-                cut = slice(start, stop)
-                kernel(p[cut], g[cut], tuple(x if x is None else x[cut] for x in row), s1[: stop - start], s2[: stop - start])
-        return True
-
-    def _scratch(self, dtype):
-        local = self._local.__dict__
-        key = np.dtype(dtype).name
-        if key not in local:
-            local[key] = (np.empty(BLOCK, dtype=dtype), np.empty(BLOCK, dtype=dtype))
-        return local[key]
+            if p.ndim != 1:
+                p, g = p.reshape(-1), g.reshape(-1)  # g may be copied: it is only read
+                row = [x.reshape(-1) for x in row]
+            for start in range(0, n, BLOCK) if n > BLOCK else (0,):
+                cut = slice(start, start + BLOCK) if n > BLOCK else slice(None)
+                if size and size + min(n - start, BLOCK) > BLOCK:
+                    fn(batch_p, batch_g, dict(zip(names, batch_s)))
+                    batch_p, batch_g, batch_s, size = [], [], [[] for _ in names], 0
+                batch_p.append(p[cut])
+                batch_g.append(g[cut])
+                for column, x in zip(batch_s, row):
+                    column.append(x[cut])
+                size += min(n - start, BLOCK)
+        if batch_p:
+            fn(batch_p, batch_g, dict(zip(names, batch_s)))
 
     def __init__(self):
-        self._local = threading.local()  # scratch blocks, one pair per thread
+        self._local = threading.local()  # scratch arrays, per thread and dtype
 
     def to_numpy(self, x):
         return np.array(x, copy=True)
@@ -181,92 +256,3 @@ def _sum_values(values):
     if not values:
         raise DecayError("A sum over tensors needs at least one tensor (its dtype is the result's).")
     return np.array(values).sum()
-
-
-def _sgd_kernel(spec, names):
-    """One block of the canonical SGD (see Rule.kernel_spec), in place: a closure over
-    the step's coefficients, so that the call per tensor looks nothing up. ``row``
-    holds the tensor's slots in the order of ``names``."""
-    lr, wd, mu, pre_scale = spec["lr"], spec["weight_decay"], spec["momentum"], spec["pre_scale"]
-    if mu == 0:
-        # θ − lr·(g + λθ) = θ·(1 − lr·λ) − lr·g: three passes over the block instead of four.
-        keep = 1.0 - lr * wd
-
-        def sgd(p, g, row, s1, s2):
-            if pre_scale != 1.0:
-                p *= pre_scale
-            if wd:
-                p *= keep
-            np.multiply(g, lr, out=s2)
-            p -= s2
-
-        return sgd
-    damp = 1.0 if spec["first_step"] else 1.0 - spec["dampening"]
-    nesterov, at = spec["nesterov"], names.index("momentum_buffer")
-
-    def sgd_momentum(p, g, row, s1, s2):
-        if pre_scale != 1.0:
-            p *= pre_scale
-        if wd:
-            np.multiply(p, wd, out=s1)
-            np.add(g, s1, out=s1)  # d = g + λθ
-            d = s1
-        else:
-            d = g
-        buf = row[at]
-        buf *= mu  # zero at the first step: b ← g exactly
-        if damp != 1.0:
-            np.multiply(d, damp, out=s2)
-            buf += s2
-        else:
-            buf += d
-        if nesterov:
-            np.multiply(buf, mu, out=s2)
-            np.add(d, s2, out=s1)
-            d = s1
-        else:
-            d = buf
-        np.multiply(d, lr, out=s2)
-        p -= s2
-
-    return sgd_momentum
-
-
-def _adam_kernel(spec, names):
-    """One block of the canonical Adam (see Rule.kernel_spec), in place, as
-    :func:`_sgd_kernel`. Fourteen passes over the block (AdamW): each ufunc call is
-    one, and each is an operation of the generic path, kept for the same rounding."""
-    lr, wd, eps, beta1, beta2 = spec["lr"], spec["weight_decay"], spec["eps"], spec["beta1"], spec["beta2"]
-    k = spec["step"] + 1
-    shrink = 1.0 - lr * wd if wd and spec["decoupled"] else None
-    coupled = wd if wd and not spec["decoupled"] else 0.0
-    correction2_sqrt, step_size = (1.0 - beta2**k) ** 0.5, lr / (1.0 - beta1**k)
-    m_at, v_at = names.index("exp_avg"), names.index("exp_avg_sq")
-    max_at = names.index("max_exp_avg_sq") if spec["amsgrad"] else None
-
-    def adam(p, g, row, s1, s2):
-        if shrink is not None:
-            p *= shrink
-        if coupled:
-            np.multiply(p, coupled, out=s1)
-            np.add(g, s1, out=s1)
-            g = s1
-        m, v = row[m_at], row[v_at]
-        m *= beta1
-        np.multiply(g, 1.0 - beta1, out=s2)
-        m += s2
-        v *= beta2
-        np.multiply(g, g, out=s2)
-        s2 *= 1.0 - beta2
-        v += s2
-        if max_at is not None:
-            np.maximum(row[max_at], v, out=row[max_at])
-            v = row[max_at]
-        np.sqrt(v, out=s2)
-        s2 /= correction2_sqrt
-        s2 += eps
-        np.divide(m, s2, out=s2)
-        s2 *= step_size
-        p -= s2
-
-    return adam

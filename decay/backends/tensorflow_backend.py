@@ -1,4 +1,7 @@
-"""TensorFlow adapter: tf.Variables are assigned in place, tf.Tensors come back new."""
+"""TensorFlow adapter: tf.Variables are assigned in place, tf.Tensors come back new.
+
+The vocabulary is :class:`decay.ops.Ops`'s, with the operators: tensors are immutable,
+so in-place operations put new tensors into the lists."""
 
 from __future__ import annotations
 
@@ -136,7 +139,7 @@ class TensorflowBackend(Backend):
     def cast(self, x, dtype_name):
         return tf.cast(x, dtype_name)
 
-    def assign(self, param, value):
+    def write(self, param, value):
         if isinstance(_unwrap(param), tf.Variable):
             param.assign(value)  # a Keras variable assigns its tf.Variable
             return param
@@ -159,7 +162,24 @@ class TensorflowBackend(Backend):
         # Eager gradients are tensors already: skip convert_to_tensor's dispatch for them.
         return [x if isinstance(x, tf.Tensor) else self.read(x) for x in xs]
 
-    # -- hot path: the generic math, XLA-compiled once per set of variables --------------
+    # -- the vocabulary: decay.ops.Ops's operators, rebinding list entries ----------------
+    def scalar(self, s, x):
+        # Inside a compiled step a coefficient is a float64 tensor: cast to x's dtype
+        # (Python floats are converted by the operators themselves).
+        if isinstance(s, tf.Tensor) and s.dtype != x.dtype:
+            return tf.cast(s, x.dtype)
+        return s
+
+    def _each(self, xs, s):
+        if isinstance(s, list) or not isinstance(s, tf.Tensor):
+            return s if isinstance(s, list) else [s] * len(xs)
+        casts = {}  # one cast per dtype, not per tensor
+        return [casts[x.dtype] if x.dtype in casts else casts.setdefault(x.dtype, self.scalar(s, x)) for x in xs]
+
+    def clone(self, xs):
+        return [tf.identity(x) for x in xs]
+
+    # -- fast path: the whole step XLA-compiled once per set of variables --------------------
     # Only the gradients and one float64 vector of the step's coefficients go into the
     # compiled function: parameters and slots are tf.Variables that it captures and
     # assigns in place, as a hand-written tf.function would. Passing the slots in and out
@@ -168,40 +188,31 @@ class TensorflowBackend(Backend):
     # a generic step) become variables on their first fast step; the returned state
     # holds them, and later steps update them in place (Rule.step: the state passed in
     # is consumed).
-    MAX_COMPILED = 4  # compiled steps kept per rule (one per set of params and slots)
+    compiles = True
+    MAX_COMPILED = 4  # compiled steps kept per owner (one per set of params and slots)
 
-    def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
-        """Run ``rule.compute`` for all variables in one ``tf.function(jit_compile=True)``
-        that assigns the parameters and the slots. It is traced once per set of variables
-        and structure (groups, mask, constants) and kept on the rule; the step-dependent
-        coefficients (``rule.step_keys``) are an argument, so later steps do not retrace.
-        The math is the generic path's, compiled."""
+    def run_compiled(self, owner, structure, traced, params, grads, columns, values) -> bool:
+        """Run ``traced`` in one ``tf.function(jit_compile=True)`` that assigns the
+        parameters and the slots. It is traced once per set of variables and structure
+        (parts, fixed hyperparameters) and kept on ``owner``; the per-step numbers are
+        an argument, so later steps do not retrace."""
         if not tf.executing_eagerly() or tf.distribute.has_strategy():
-            return False  # inside someone's graph, or mirrored variables: generic path
-        groups = list({id(h): h for h in hypers}.values())
-        index = {id(h): i for i, h in enumerate(groups)}
+            return False  # inside someone's graph, or mirrored variables: not compiled here
         try:
-            structure = (
-                tuple(map(index.__getitem__, map(id, hypers))),
-                tuple(tuple(sorted((k, v) for k, v in h.items() if k not in rule.step_keys)) for h in groups),
-                tuple(columns),
-                tuple(decayed),
-            )
             hash(structure)
         except TypeError:  # an unhashable constant (a user's object): no compiled path
             return False
-        entries = rule.__dict__.setdefault("_xla_steps", [])
+        entries = owner.__dict__.setdefault("_xla_steps", [])
         entry = _find(entries, params, columns, structure)
         if entry is None:
             variables = [_unwrap(p) for p in params]
             if not all(isinstance(v, tf.Variable) for v in variables):
-                return False  # immutable tensors: generic path
+                return False  # immutable tensors: not compiled
             for col in columns.values():  # this step's lists, not the state passed in
                 col[:] = [x if x is None or isinstance(x, tf.Variable) else _slot_variable(x) for x in col]
-            entry = self._compile(rule, params, variables, grads, columns, structure)
+            entry = self._compile(traced, params, variables, grads, columns, structure, len(values))
             entries.insert(0, entry)
             del entries[self.MAX_COMPILED:]
-        values = [float(h[k]) for h in groups for k in rule.step_keys]
         used = tuple(compress(values, entry.used))
         if used != entry.last_used:
             # A new coefficient tensor only when a value the math reads has changed (not
@@ -211,43 +222,29 @@ class TensorflowBackend(Backend):
         entry.run([*grads, entry.coefficients])
         return True
 
-    def _compile(self, rule, params, variables, grads, slots, structure):
-        group_index, constants, slot_names, decayed = structure
-        step_keys = rule.step_keys
-        compute_dtypes = [tf.float32 if v.dtype in (tf.float16, tf.bfloat16) else v.dtype for v in variables]
-
-        taken = []  # (position in coefficients, its traced tensor)
+    def _compile(self, traced, params, variables, grads, columns, structure, size):
+        names = list(columns)
+        taken = []  # the traced coefficient tensors, to find which ones the math reads
 
         def step(grads, coefficients):
-            hypers, leaf_slots, shared = [], [], {}
-            for i, (group, dtype) in enumerate(zip(group_index, compute_dtypes)):
-                if (group, dtype) not in shared:  # one dict (and cast) per group and dtype
-                    h = shared[group, dtype] = dict(constants[group])
-                    for j, k in enumerate(step_keys):
-                        position = group * len(step_keys) + j
-                        h[k] = tf.cast(coefficients[position], dtype)
-                        taken.append((position, h[k]))
-                hypers.append(shared[group, dtype])
-                leaf_slots.append({
-                    name: tf.convert_to_tensor(slots[name][i]) for name in slot_names if slots[name][i] is not None
-                })
-            values, new_slots = rule.compute(self, variables, grads, leaf_slots, hypers, list(decayed))
-            for v, value in zip(variables, values):
+            values = [coefficients[i] for i in range(size)]
+            taken.extend(values)
+            work = [tf.convert_to_tensor(v) for v in variables]
+            cols = {n: [None if x is None else tf.convert_to_tensor(x) for x in columns[n]] for n in names}
+            traced(work, list(grads), cols, values)
+            for v, value in zip(variables, work):
                 v.assign(value)
-            for i, leaf in enumerate(new_slots):
-                for name, value in leaf.items():
-                    slots[name][i].assign(value)
+            for n in names:
+                for var, value in zip(columns[n], cols[n]):
+                    if var is not None:
+                        var.assign(value)
 
         concrete = tf.function(step, jit_compile=True).get_concrete_function(
-            [tf.TensorSpec(g.shape, g.dtype) for g in grads],
-            tf.TensorSpec([len(constants) * len(step_keys)], tf.float64),
+            [tf.TensorSpec(g.shape, g.dtype) for g in grads], tf.TensorSpec([size], tf.float64),
         )
-        # Which coefficients the traced math reads: a tensor nothing consumes does not
-        # change the result whatever its value.
-        used = [False] * (len(constants) * len(step_keys))
-        for position, tensor in taken:
-            used[position] = used[position] or bool(tensor.consumers())
-        return _Compiled(params, slots, structure, concrete, used)
+        # A coefficient tensor nothing consumes does not change the result whatever its value.
+        used = [bool(tensor.consumers()) for tensor in taken[:size]]
+        return _Compiled(params, columns, structure, concrete, used)
 
     def to_numpy(self, x):
         x = tf.convert_to_tensor(_unwrap(x))

@@ -27,8 +27,8 @@ _DTYPE_DEVICE = operator.attrgetter("dtype", "device")
 _DTYPE = operator.attrgetter("dtype")
 _DEVICE = operator.attrgetter("device")
 _IS_CPU = operator.attrgetter("is_cpu")
-_REQUIRES_GRAD = operator.attrgetter("requires_grad")
 _IS_SPARSE = operator.attrgetter("is_sparse")
+_IS_CONTIGUOUS = torch.Tensor.is_contiguous
 _FUSED_DTYPES = frozenset((torch.float32, torch.float64))
 
 
@@ -120,7 +120,7 @@ class TorchBackend(Backend):
     def cast(self, x, dtype_name):
         return x.to(getattr(torch, dtype_name))
 
-    def assign(self, param, value):
+    def write(self, param, value):
         with torch.no_grad():
             param.copy_(value)
         return param
@@ -136,98 +136,93 @@ class TorchBackend(Backend):
         return tuple(map(_LAYOUT, xs))
 
     def read_all(self, xs):
-        if any(map(_REQUIRES_GRAD, xs)):
-            return [x.detach() if x.requires_grad else x for x in xs]
+        # The engine calls this under no_grad, where torch (like torch.optim) lets the
+        # vocabulary write into leaves that require grad: the tensors themselves.
         return list(xs)
 
-    # -- hot path: torch's own fused kernels ------------------------------------------
-    def fast_update(self, rule, params, grads, slots, hypers, decayed) -> bool:
-        # Per-parameter dicts come from callers that have not compared the grads' layouts
-        # with the params' (Rule.step has): sparse grads have no fused kernel.
-        if any(map(_IS_SPARSE, grads)):
-            return False
-        return super().fast_update(rule, params, grads, slots, hypers, decayed)
+    # -- the vocabulary: torch's multi-tensor (foreach) functions, in place --------------
+    def mul_(self, xs, s):
+        torch._foreach_mul_(xs, s)
 
-    def fast_update_columns(self, rule, params, grads, columns, hypers, decayed) -> bool:
-        """SGD and Adam variants through torch's fused kernels (what ``fused=True`` in
-        torch.optim runs), with coefficients from ``rule.kernel_spec``, called directly
-        once per (dtype, device) and kernel spec: no per-tensor Python beyond reading
-        each tensor's dtype and device. Slot columns are read by torch's slot names;
-        others (decay.torch.Optimizer's "step") are ignored."""
-        # Reading .device makes a torch.device per tensor (3x a dtype read): CPU-only
-        # lists, the common case on CPU, are recognised without it.
+    def div_(self, xs, s):
+        torch._foreach_div_(xs, s)
+
+    def add_(self, xs, ys, alpha=1.0):
+        if isinstance(ys, list):
+            torch._foreach_add_(xs, ys, alpha=alpha)
+        else:
+            torch._foreach_add_(xs, ys)
+
+    def lerp_(self, xs, ys, weight):
+        torch._foreach_lerp_(xs, ys, weight)
+
+    def addcmul_(self, xs, ys, zs, value=1.0):
+        torch._foreach_addcmul_(xs, ys, zs, value=value)
+
+    def addcdiv_(self, xs, ys, zs, value=1.0):
+        torch._foreach_addcdiv_(xs, ys, zs, value=value)
+
+    def maximum_(self, xs, ys):
+        torch._foreach_maximum_(xs, ys)
+
+    def add(self, xs, ys, alpha=1.0):
+        return list(torch._foreach_add(xs, ys, alpha=alpha))
+
+    def mul(self, xs, s):
+        return list(torch._foreach_mul(xs, s))
+
+    def div(self, xs, ys):
+        return list(torch._foreach_div(xs, ys))
+
+    def sqrt_all(self, xs):
+        return list(torch._foreach_sqrt(xs))
+
+    def sign_all(self, xs):
+        return list(torch._foreach_sign(xs))
+
+    def clone(self, xs):
+        return [x.clone() for x in xs]
+
+    # -- declared kernels: torch's fused optimizer kernels -------------------------------
+    has_fused = True
+
+    def fused_ready(self, params, grads, slots) -> bool:
+        """The fused kernels read memory in order: every tensor must be dense and
+        contiguous (a transposed gradient would be read as another element's), on CPU
+        or CUDA, float32/float64 (float16/bfloat16 keep float32 state, which the kernels
+        do not), and grads dense."""
+        tensors = [*params, *grads, *(x for column in slots.values() for x in column)]
+        if not all(map(_IS_CONTIGUOUS, tensors)) or any(map(_IS_SPARSE, grads)):
+            return False
+        if not set(map(_DTYPE, tensors)) <= _FUSED_DTYPES:
+            return False
+        if all(map(_IS_CPU, tensors)):
+            return True
+        return all(d.type in ("cpu", "cuda") for d in set(map(_DEVICE, tensors)))
+
+    def run_fused(self, call, params, grads, slots) -> None:
+        """``torch.<call.kernel>(params, grads, *slot lists, [steps], **scalars)``, once
+        per (dtype, device): the kernels take one of each per call."""
+        kernel = getattr(torch, call.kernel)
         dtypes = set(map(_DTYPE, params))
         devices = {torch.device("cpu")} if all(map(_IS_CPU, params)) else set(map(_DEVICE, params))
-        if not dtypes <= _FUSED_DTYPES or any(d.type not in ("cpu", "cuda") for d in devices):
-            return False  # float16/bfloat16 keep float32 state: the generic path does that
-        # Plan every part before touching anything: False must mean nothing was written.
-        if len(set(map(id, hypers))) == 1 and (all(decayed) or not any(decayed)):
-            spec = rule.kernel_spec(hypers[0], bool(decayed[0]))
-            if spec is None:
-                return False
-            parts = [(spec, None)]
+        if len(dtypes) == 1 and len(devices) == 1:
+            parts = [None]
         else:
-            by_key = {}
-            for i, (h, is_decayed) in enumerate(zip(hypers, decayed)):
-                by_key.setdefault((id(h), bool(is_decayed)), (h, bool(is_decayed), []))[2].append(i)
-            parts = []
-            for h, is_decayed, index in by_key.values():
-                spec = rule.kernel_spec(h, is_decayed)
-                if spec is None:
-                    return False
-                parts.append((spec, index))
-        if len(dtypes) > 1 or len(devices) > 1:  # torch's kernels take one dtype and device per call
-            split = []
-            for spec, index in parts:
-                by_kind = {}
-                for i in range(len(params)) if index is None else index:
-                    by_kind.setdefault(_DTYPE_DEVICE(params[i]), []).append(i)
-                split.extend((spec, i) for i in by_kind.values())
-            parts = split
-        for spec, index in parts:
-            run = self._fused_sgd if spec["kind"] == "sgd" else self._fused_adam
-            run(spec, params, grads, columns, index)
-        return True
-
-    @staticmethod
-    def _pick(values, index):
-        return values if index is None else [values[i] for i in index]
-
-    def _fused_sgd(self, spec, params, grads, columns, index):
-        params, grads = self._pick(params, index), self._pick(grads, index)
-        if spec["pre_scale"] != 1.0:
-            torch._foreach_mul_(params, spec["pre_scale"])
-        momentum = spec["momentum"]
-        buffers = []
-        if momentum > 0:
-            column = columns["momentum_buffer"]
-            buffers = self._pick(column, index)
-            if spec["first_step"]:
-                # The kernel sets the buffer to the first (decayed) gradient; reuse the
-                # zeros init() made, allocate where there are none.
-                buffers = [torch.empty_like(g) if b is None else b for b, g in zip(buffers, grads)]
-                for j, i in enumerate(range(len(column)) if index is None else index):
-                    column[i] = buffers[j]
-        torch._fused_sgd_(
-            params, grads, buffers, weight_decay=spec["weight_decay"], momentum=momentum,
-            lr=spec["lr"], dampening=spec["dampening"], nesterov=spec["nesterov"], maximize=False,
-            is_first_step=bool(momentum > 0 and spec["first_step"]), grad_scale=None, found_inf=None,
-        )
-
-    def _fused_adam(self, spec, params, grads, columns, index):
-        params, grads = self._pick(params, index), self._pick(grads, index)
-        kernel = torch._fused_adamw_ if spec["decoupled"] else torch._fused_adam_
-        kernel(
-            params, grads, self._pick(columns["exp_avg"], index), self._pick(columns["exp_avg_sq"], index),
-            self._pick(columns["max_exp_avg_sq"], index) if spec["amsgrad"] else [],
-            [self._step_count(params[0].device, spec["step"] + 1)] * len(params),
-            amsgrad=spec["amsgrad"], lr=spec["lr"], beta1=spec["beta1"], beta2=spec["beta2"],
-            weight_decay=spec["weight_decay"], eps=spec["eps"], maximize=False,
-            grad_scale=None, found_inf=None,
-        )
+            by_kind = {}
+            for i, p in enumerate(params):
+                by_kind.setdefault(_DTYPE_DEVICE(p), []).append(i)
+            parts = list(by_kind.values())
+        for index in parts:
+            pick = (lambda xs: xs) if index is None else (lambda xs: [xs[i] for i in index])
+            ps = pick(params)
+            lists = [pick(slots[name]) if name else [] for name in call.slots]
+            if call.step is not None:
+                lists.append([self._step_count(ps[0].device, call.step)] * len(ps))
+            kernel(ps, pick(grads), *lists, **call.scalars)
 
     def _step_count(self, device, count):
-        """The kernel reads the (1-based) step from a float32 tensor per parameter; one
+        """A kernel reads the (1-based) step from a float32 tensor per parameter; one
         tensor per device and thread, shared by all parameters, set once per call."""
         counters = self._local.__dict__
         counter = counters.get(device)

@@ -4,14 +4,14 @@ Both work with ``model.compile``/``model.fit``, custom ``tf.GradientTape`` loops
 ``model.save``/``keras.models.load_model`` (registered as ``decay>Optimizer`` and
 ``decay>Regularizer``). Keras's TensorFlow backend is required.
 
-The optimizer does no math of its own: each step it asks the rule for that step's
-coefficients (:meth:`decay.rules.Rule.hyper_at`, plain Python in float64) and hands
-them, with the gradients and slot variables, to :meth:`decay.rules.Rule.compute`.
+The optimizer does no math of its own: each step runs :mod:`decay.engine`, as
+``Rule.step`` does — the rule's numbers for the step (:meth:`decay.rules.Rule.coefficients`,
+plain Python in float64), then the rule's one definition on the slot variables.
 
 How the step reaches the rule. The step is Keras's ``optimizer.iterations``. Eagerly
-(``run_eagerly=True``, an eager custom loop) ``hyper_at`` is called with it directly.
+(``run_eagerly=True``, an eager custom loop) the engine is called with it directly.
 In a ``tf.function`` (``model.fit``) the step is a tensor, so one
-``tf.numpy_function`` per step reads it, runs ``hyper_at`` on the host and returns the
+``tf.numpy_function`` per step reads it, runs ``coefficients`` on the host and returns the
 step-dependent coefficients (schedule values, bias corrections, ``1 − lr·λ``, ...) as
 one float64 vector; each is cast to the dtype the update is computed in. Numbers that
 do not depend on the step (momentum, betas, eps) stay Python constants. Eager and
@@ -66,7 +66,7 @@ under ``strategy.scope()`` as usual; slots are mirrored like the weights. Each s
 follows Keras's own optimizers: the replicas' gradients are summed (all-reduce), then
 one merge call leaves the replica threads, the host call evaluates the rule's
 coefficients there *once* for the step, and every device updates its copy of each
-variable with :meth:`decay.rules.Rule.compute` (``strategy.extended.update``). A
+variable with the engine (``strategy.extended.update``). A
 non-finite gradient on any replica makes the summed gradient non-finite, so all
 replicas skip (or raise) together. ``model.fit`` gives the same weights as one device
 up to the order of the sums (measured ≤ 6e-16 relative in float64 over 2 logical CPUs,
@@ -105,12 +105,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"decay.keras needs Keras 3 and TensorFlow: pip install 'decay[tensorflow]'. ({exc})"
     ) from exc
 
+from .. import engine
 from ..backends import get_backend
+from ..engine import LOW_PRECISION
 from ..penalties import Penalty, penalty_from_config
 from ..rules import Rule
 from ..rules import from_config as rule_from_config
-from ..rules.base import LOW_PRECISION
-from ..tree import Flat
 
 #: Keras's optimizer arguments that decay.keras.Optimizer passes through and saves.
 _KERAS_ARGS = (
@@ -216,7 +216,7 @@ class Optimizer(keras.optimizers.Optimizer):
         rule = self._rule
 
         def lr_at(t):
-            return np.float64(rule.hyper_at(rule.defaults, int(t))["lr"])
+            return np.float64(rule.coefficients(rule.defaults, int(t)).lr)
 
         if tf.executing_eagerly():
             return tf.constant(lr_at(self._eager_step()), tf.float64)
@@ -252,14 +252,14 @@ class Optimizer(keras.optimizers.Optimizer):
         super().build(variables)
         rule = self._rule
         self._names = tuple(_path(v) for v in variables)
-        flat = Flat("list", tuple(range(len(variables))), self._names, list(variables))
-        self._group_of, self._decayed = rule._layout(flat)
-        hypers = rule._hyper_sets()
+        self._group_of, self._decayed = rule.resolve(self._names, list(variables))
+        self._dtypes = tuple(keras.backend.standardize_dtype(v.dtype) for v in variables)
+        hypers = rule.hyper_sets()
         slots = []
-        for variable, group in zip(variables, self._group_of):
+        for variable, group, dtype in zip(variables, self._group_of, self._dtypes):
             per_variable = {}
-            for slot in rule.slots_for(hypers[group]):
-                if keras.backend.standardize_dtype(variable.dtype) in LOW_PRECISION:
+            for slot in rule.slot_names(hypers[group]):
+                if dtype in LOW_PRECISION:
                     per_variable[slot] = self.add_variable(  # state kept in float32
                         shape=variable.shape, dtype="float32",
                         name=f"{_path(variable).replace('/', '_')}_{slot}",
@@ -273,21 +273,9 @@ class Optimizer(keras.optimizers.Optimizer):
             self._skipped = self.add_variable(
                 shape=(), dtype="int64", aggregation="only_first_replica", name="skipped_steps"
             )
-        # Which coefficients hyper_at computes per step; the others are constants. A
-        # schedule, or a key hyper_at adds, is per step; a number stored in the group is not.
-        self._dynamic, self._constant = [], []
-        for hyper in hypers:
-            at0 = rule.hyper_at(hyper, 0)
-            dynamic = tuple(k for k, v in at0.items() if k not in hyper or callable(hyper[k]))
-            for key in dynamic:
-                if isinstance(at0[key], bool) or not isinstance(at0[key], (int, float)):
-                    raise DecayError(
-                        f"{type(rule).__name__}.hyper_at returns {key}={at0[key]!r}, which changes "
-                        "per step but is not a number; decay.keras can only pass numbers into "
-                        "the graph."
-                    )
-            self._dynamic.append(dynamic)
-            self._constant.append({k: v for k, v in at0.items() if k not in dynamic})
+        # The records of step 0: inside a graph the per-step numbers are put into them
+        # (their bool fields are fixed per group).
+        self._templates = engine.coefficients(rule, hypers, 0)
 
     @property
     def skipped_steps(self) -> int:
@@ -298,20 +286,19 @@ class Optimizer(keras.optimizers.Optimizer):
 
     # -- the step -------------------------------------------------------------------------
     def _host_step(self, names, t, finite):
-        """On the host: the rule's coefficients for step ``t`` (one float list per
-        group) and whether the step is skipped. ``finite`` holds one flag per gradient,
-        or is None when the rule applies every step."""
+        """On the host: whether step ``t`` is skipped, and the rule's numbers for it (one
+        Hyper record per group). ``finite`` holds one flag per gradient, or is None when
+        the rule applies every step."""
         rule = self._rule
         t = int(t)
-        hypers = [rule.hyper_at(h, t) for h in rule._hyper_sets()]
+        hypers = engine.coefficients(rule, rule.hyper_sets(), t)
         skip = False
         if finite is not None:
-            # The rule's own policy decides (and words the error); each gradient stands
+            # The engine's policy decides (and words the error); each gradient stands
             # in as one number, non-finite exactly where the gradient is.
             stand_ins = [np.float64(0.0 if ok else np.nan) for ok in np.asarray(finite)]
-            skip = rule.skips_nonfinite(get_backend("numpy"), names, stand_ins, t)
-        values = [[float(h[k]) for k in keys] for h, keys in zip(hypers, self._dynamic)]
-        return skip, values
+            skip = engine.skips_nonfinite(rule.on_nonfinite, get_backend("numpy"), names, stand_ins, t)
+        return skip, hypers
 
     def _finite_flags(self, grads):
         """One flag per gradient (is it all finite?), or None when the rule applies every step."""
@@ -320,12 +307,10 @@ class Optimizer(keras.optimizers.Optimizer):
         return tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
 
     def _coefficients(self, names, finite):
-        """(skip, one float dict per group): Python numbers eagerly, tensors when traced.
-        ``finite`` is :meth:`_finite_flags`'s result."""
+        """(skip, one Hyper per group): Python numbers eagerly, float64 tensors when
+        traced. ``finite`` is :meth:`_finite_flags`'s result."""
         if tf.executing_eagerly():
-            t = self._eager_step()
-            skip, values = self._host_step(names, t, None if finite is None else finite.numpy())
-            return skip, [dict(zip(keys, v)) for keys, v in zip(self._dynamic, values)]
+            return self._host_step(names, self._eager_step(), None if finite is None else finite.numpy())
         if _in_xla_context():
             raise DecayError(
                 "decay.keras.Optimizer evaluates the rule's schedules in Python each step, "
@@ -333,12 +318,11 @@ class Optimizer(keras.optimizers.Optimizer):
                 "(model.compile(..., jit_compile=False)); Keras's default 'auto' enables XLA "
                 "on GPUs."
             )
-        sizes = [len(keys) for keys in self._dynamic]
+        size = len(engine.flatten_hypers(self._templates)[1])
 
         def host(t, finite_flags):
-            skip, values = self._host_step(names, t, None if finite is None else finite_flags)
-            flat_values = [x for v in values for x in v]
-            return np.bool_(skip), np.asarray(flat_values, dtype=np.float64).reshape(sum(sizes))
+            skip, hypers = self._host_step(names, t, None if finite is None else finite_flags)
+            return np.bool_(skip), np.asarray(engine.flatten_hypers(hypers)[1], dtype=np.float64).reshape(size)
 
         # Stateful, so that it runs before every later write in the step (including
         # Keras's iterations += 1) and an error in it stops them all.
@@ -349,16 +333,26 @@ class Optimizer(keras.optimizers.Optimizer):
             stateful=True,
         )
         skip.set_shape([])
-        packed.set_shape([sum(sizes)])
-        groups, start = [], 0
-        for keys in self._dynamic:
-            groups.append({k: packed[start + i] for i, k in enumerate(keys)})
-            start += len(keys)
-        return skip, groups
+        packed.set_shape([size])
+        return skip, engine.rebuild_hypers(self._templates, [packed[i] for i in range(size)])
+
+    def _run(self, hypers, indices, variables, grads):
+        """The engine's update of ``variables`` (written by it) and their slots."""
+        parts, _ = engine.partition(
+            self._rule, self._rule.hyper_sets(), [self._group_of[i] for i in indices],
+            [self._decayed[i] for i in indices], [self._dtypes[i] for i in indices],
+        )
+        names = sorted({n for i in indices for n in self._slots[i]})
+        columns = {n: [tf.convert_to_tensor(_native(self._slots[i][n])) if n in self._slots[i] else None
+                       for i in indices] for n in names}
+        _, columns = engine.run(self._rule, self._tf_backend, parts, hypers, variables, grads, columns, fast=False)
+        for n, column in columns.items():
+            for i, value in zip(indices, column):
+                if value is not None:
+                    self.assign(self._slots[i][n], value)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         # `learning_rate` (Keras's) is not used: the rule computes its own coefficients.
-        rule = self._rule
         indices = [self._get_variable_index(v) for v in trainable_variables]
         names = [self._names[i] for i in indices]
         grads = [
@@ -367,24 +361,13 @@ class Optimizer(keras.optimizers.Optimizer):
         if tf.distribute.has_strategy():
             self._distributed_update_step(grads, trainable_variables, indices, names)
             return
-        skip, dynamic = self._coefficients(names, self._finite_flags(grads))
-        hypers = self._leaf_hypers(indices, trainable_variables, dynamic)
+        skip, hypers = self._coefficients(names, self._finite_flags(grads))
 
         def update():
-            params = [_native(v) for v in trainable_variables]
-            slots = [
-                {s: tf.convert_to_tensor(_native(x)) for s, x in self._slots[i].items()} for i in indices
-            ]
-            decayed = [self._decayed[i] for i in indices]
-            values, new_slots = rule.compute(self._tf_backend, params, grads, slots, hypers, decayed)
-            for v, value in zip(trainable_variables, values):
-                self.assign(v, value)
-            for i, leaf_slots in zip(indices, new_slots):
-                for s, value in leaf_slots.items():
-                    self.assign(self._slots[i][s], value)
+            self._run(hypers, indices, list(trainable_variables), grads)
 
         eager = tf.executing_eagerly()
-        _unless_skipped(update, skip, eager, rule.on_nonfinite)
+        _unless_skipped(update, skip, eager, self._rule.on_nonfinite)
         self._count_skip(skip, eager)
 
     def _count_skip(self, skip, eager):
@@ -396,23 +379,6 @@ class Optimizer(keras.optimizers.Optimizer):
             self._iterations.assign_sub(tf.cast(skip, self._iterations.dtype))
         if self._skipped is not None:
             self._skipped.assign_add(tf.cast(skip, "int64"))
-
-    def _leaf_hypers(self, indices, trainable_variables, dynamic):
-        """Per leaf: its group's constants plus the per-step values, in the dtype the
-        update is computed in (float32 for float16/bfloat16 variables)."""
-        cache = {}
-        hypers = []
-        for i, v in zip(indices, trainable_variables):
-            group = self._group_of[i]
-            dtype = keras.backend.standardize_dtype(v.dtype)
-            dtype = "float32" if dtype in LOW_PRECISION else dtype
-            if (group, dtype) not in cache:
-                values = dynamic[group]
-                if not tf.executing_eagerly():
-                    values = {k: tf.cast(x, dtype) for k, x in values.items()}
-                cache[group, dtype] = {**self._constant[group], **values}
-            hypers.append(cache[group, dtype])
-        return hypers
 
     # -- the step under a tf.distribute strategy --------------------------------------------
     def _distributed_update_step(self, grads, trainable_variables, indices, names):
@@ -442,31 +408,20 @@ class Optimizer(keras.optimizers.Optimizer):
         rule = self._rule
         if finite is not None:
             finite = strategy.experimental_local_results(finite)[0]
-        skip, dynamic = self._coefficients(names, finite)
-        hypers = self._leaf_hypers(indices, trainable_variables, dynamic)
+        skip, hypers = self._coefficients(names, finite)
         eager = tf.executing_eagerly()
 
         # Not autograph-converted (merge_call and extended.update convert what they run
         # when AutoGraph is on): the step has no Python branches on tensors — the skip is
         # an explicit tf.cond — and is traced exactly as without a strategy.
         @tf.autograph.experimental.do_not_convert
-        def update_on_device(variable, grad, i, hyper):
+        def update_on_device(variable, grad, i):
             # `variable` is this device's copy; reading a slot here reads this device's
             # copy too (the update context names the device).
-            slots = {s: tf.convert_to_tensor(_native(x)) for s, x in self._slots[i].items()}
+            _unless_skipped(lambda: self._run(hypers, [i], [variable], [grad]), skip, eager, rule.on_nonfinite)
 
-            def update():
-                values, new_slots = rule.compute(
-                    self._tf_backend, [variable], [grad], [slots], [hyper], [self._decayed[i]]
-                )
-                self.assign(variable, values[0])
-                for s, value in new_slots[0].items():
-                    self.assign(self._slots[i][s], value)
-
-            _unless_skipped(update, skip, eager, rule.on_nonfinite)
-
-        for v, g, i, hyper in zip(trainable_variables, grads, indices, hypers):
-            strategy.extended.update(_native(v), update_on_device, args=(g, i, hyper), group=False)
+        for v, g, i in zip(trainable_variables, grads, indices):
+            strategy.extended.update(_native(v), update_on_device, args=(g, i), group=False)
         self._count_skip(skip, eager)
 
     # -- saving -----------------------------------------------------------------------------

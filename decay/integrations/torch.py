@@ -4,12 +4,11 @@ A real :class:`torch.optim.Optimizer`: it takes ``model.parameters()``,
 ``model.named_parameters()`` (names feed the rule's mask) or param groups with their own
 hyperparameters; ``zero_grad``, ``step(closure)``, ``state_dict``/``load_state_dict``
 and ``add_param_group`` behave as in torch, and torch's ``lr_scheduler`` classes drive
-``group["lr"]``. The update itself is the rule's (:meth:`decay.rules.Rule.compute`):
-nothing here does math.
+``group["lr"]``. Nothing here does math.
 
 Per-parameter state uses torch's own slot names (``step``, ``momentum_buffer``,
 ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``), so its layout matches torch's SGD,
-Adam and AdamW.
+Adam and AdamW. The step is :func:`decay.engine.step`, the same as ``Rule.step``'s.
 """
 
 from __future__ import annotations
@@ -18,11 +17,12 @@ import operator
 
 import torch
 
+from .. import engine
 from ..backends import get_backend
+from ..engine import LOW_PRECISION
 from ..errors import DecayError
 from ..masks import resolve_mask
 from ..rules import Rule
-from ..rules.base import LOW_PRECISION
 
 _IS_SPARSE = operator.attrgetter("is_sparse")
 
@@ -72,6 +72,7 @@ class Optimizer(torch.optim.Optimizer):
         self.rule = rule
         self.skipped_steps = 0
         self._decayed_cache = {}
+        self._groups = {}  # id(group) -> (group, its values, validated hyperparameters)
         # Names by parameter identity, for masks when params arrive unnamed (e.g. the
         # shards ZeroRedundancyOptimizer hands out): names=dict(model.named_parameters()).
         self._names = {}
@@ -87,13 +88,24 @@ class Optimizer(torch.optim.Optimizer):
         defaults = {k: rule.defaults[k] for k in rule.hyper_names}
         super().__init__(_without_own_arguments(params), defaults)
 
-    # -- per-group hyperparameters ---------------------------------------------------
-    def _group_hyper(self, group: dict) -> dict:
-        """The group's hyperparameters, validated as the rule validates its own."""
-        hyper = self.rule._check_hyper({k: group[k] for k in self.rule.hyper_names})
+    # -- param groups: validated when added ------------------------------------------
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        self._checked(self.param_groups[-1])
+
+    def _checked(self, group: dict) -> dict:
+        """The group's hyperparameters, validated by the rule when the group is added and
+        again only when one of them has been changed since (a torch lr scheduler sets
+        ``group["lr"]``), so that a bad value is refused before anything is written."""
+        current = tuple(group[k] for k in self.rule.hyper_names)
+        cached = self._groups.get(id(group))
+        if cached is not None and cached[0] is group and all(map(operator.is_, cached[1], current)):
+            return cached[2]
+        hyper = self.rule.check_group(dict(zip(self.rule.hyper_names, current)))
         if "_lr0" in hyper and "initial_lr" in group:
             # A torch lr scheduler keeps the base lr here: the paper's η_t = lr_t / lr_0.
             hyper["_lr0"] = float(group["initial_lr"])
+        self._groups[id(group)] = (group, current, hyper)
         return hyper
 
     def _decayed(self, group: dict, params: list) -> list:
@@ -122,79 +134,62 @@ class Optimizer(torch.optim.Optimizer):
         chosen = [by_param[id(p)] for p in params]
         return resolve_mask(self._mask, chosen, params)
 
-    # -- the step --------------------------------------------------------------------------
+    # -- the step: the engine's, over every group at once ------------------------------------
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-
-        work = []  # (group hyper, params, grads) for every group with gradients
+        params, grads, group_of, decayed, hypers = [], [], [], [], []
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
+            chosen = [p for p in group["params"] if p.grad is not None]
+            if not chosen:
                 continue
+            hyper = self._checked(group)
             # torch checked each .grad's shape, dtype and device when it was assigned.
-            grads = [p.grad for p in params]
-            if any(map(_IS_SPARSE, grads)):
+            grads_now = [p.grad for p in chosen]
+            if any(map(_IS_SPARSE, grads_now)):
                 raise DecayError("decay.torch.Optimizer does not support sparse gradients.")
-            work.append((group, self._group_hyper(group), params, grads))
-
-        backend = self._backend
-        if self.rule.on_nonfinite != "apply":
-            all_grads = [g for _, _, _, grads in work for g in grads]
-            names = [f"param {i}" for i in range(len(all_grads))]
-            if self.rule.skips_nonfinite(backend, names, all_grads, self._min_step()):
-                self.skipped_steps += 1
-                return loss
-
-        # Plan every group first (schedules are evaluated and checked here), write after:
-        # a bad value at this step leaves everything untouched.
-        plans = []
-        for group, hyper, params, grads in work:
-            states = self._states_for(params, hyper)
-            steps = [s["step"] for s in states]
-            if steps.count(steps[0]) == len(steps):  # the usual case: one step count
-                hypers = [self.rule.hyper_at(hyper, int(steps[0]))] * len(params)
-            else:
-                by_step: dict[int, dict] = {}
-                for t in map(int, steps):
-                    if t not in by_step:
-                        by_step[t] = self.rule.hyper_at(hyper, t)
-                hypers = [by_step[int(t)] for t in steps]
-            plans.append((params, grads, states, hypers, self._decayed(group, params)))
-
-        for params, grads, states, hypers, decayed in plans:
-            # The fused kernels write the slots of the states in place (their "step" entry
-            # is not a slot they read).
-            if not (self.rule.use_fast_path and backend.fast_update(self.rule, params, grads, states, hypers, decayed)):
-                slots = [{k: v for k, v in s.items() if k != "step"} for s in states]
-                values, slots = self.rule.compute(backend, params, grads, slots, hypers, decayed)
-                for p, value in zip(params, values):
-                    p.copy_(value)
-                for state, new_slots in zip(states, slots):
-                    state.update(new_slots)
-            for state in states:
-                state["step"] += 1
+            group_of.extend([len(hypers)] * len(chosen))
+            hypers.append(hyper)
+            decayed.extend(self._decayed(group, chosen))
+            params.extend(chosen)
+            grads.extend(grads_now)
+        if not params:
+            return loss
+        states = self._states_for(params, hypers, group_of)
+        steps = [s["step"] for s in states]
+        names = sorted({n for h in hypers for n in self.rule.slot_names(h)})
+        columns = {n: [s.get(n) for s in states] for n in names}
+        skipped, _, columns = engine.step(
+            self.rule, self._backend, params, grads, columns, groups=hypers, group_of=group_of,
+            decayed=decayed, steps=steps[0] if steps.count(steps[0]) == len(steps) else steps,
+            names=[f"param {i}" for i in range(len(params))], fast=self.rule.use_fast_path,
+        )
+        if skipped:
+            self.skipped_steps += 1
+            return loss
+        for n, column in columns.items():
+            for state, x in zip(states, column):
+                if x is not None and state[n] is not x:
+                    state[n] = x
+        for state in states:
+            state["step"] += 1
         return loss
 
-    def _min_step(self) -> int:
-        steps = [int(s["step"]) for s in self.state.values() if "step" in s]
-        return min(steps) if steps else 0
-
-    def _states_for(self, params, hyper) -> list:
+    def _states_for(self, params, hypers, group_of) -> list:
         """The parameters' states, each created on first use (zero slots, step 0)."""
         states = [self.state[p] for p in params]
         if not all(states):
-            for p, state in zip(params, states):
+            for p, state, g in zip(params, states, group_of):
                 if state:
                     continue
                 # A Python int: it is read and advanced for every parameter at every step,
                 # which costs microseconds as a tensor. (torch.optim keeps a CPU tensor;
                 # an int saves and loads the same way.)
                 state["step"] = 0
-                for slot in self.rule.slots_for(hyper):
+                for slot in self.rule.slot_names(hypers[g]):
                     dtype = torch.float32 if self._backend.dtype_name(p) in LOW_PRECISION else p.dtype
                     state[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
         return states

@@ -1,23 +1,26 @@
-"""Update rules: each a pair ``init(params) -> state``, ``step(params, grads, state)``."""
+"""Update rules: each a pair ``init(params) -> state``, ``step(params, grads, state)``,
+one file per rule (see the README's "Adding an update rule")."""
 
 from ..errors import DecayError
-from .adam import Adam, adam, adamw
-from .base import DECAY_SCALINGS, Rule, RuleState, normalized_weight_decay, rule_kwargs_from_config
+from ._config import normalized_weight_decay, rule_kwargs_from_config
+from ._decay import DECAY_SCALINGS
+from .adam import Adam, AdamW, adam, adamw
+from .base import Rule, RuleState
 from .sgd import SGD, sgd
+
+#: rule name (as in get_config) -> class
+RULES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 def from_config(config: dict) -> Rule:
     """Rebuild a rule from :meth:`Rule.get_config` output."""
-    kinds = {"sgd": SGD, "adam": Adam, "adamw": Adam}
-    if not isinstance(config, dict) or config.get("rule") not in kinds:
+    if not isinstance(config, dict) or config.get("rule") not in RULES:
         got = config.get("rule") if isinstance(config, dict) else config
-        raise DecayError(f"Unknown rule {got!r} in config. Known rules: {sorted(kinds)}.")
-    rule = kinds[config["rule"]](**rule_kwargs_from_config(config))
-    rule.name = config["rule"]
-    return rule
+        raise DecayError(f"Unknown rule {got!r} in config. Known rules: {sorted(RULES)}.")
+    return RULES[config["rule"]](**rule_kwargs_from_config(config))
 
 
 __all__ = [
-    "Rule", "RuleState", "SGD", "Adam", "sgd", "adam", "adamw", "from_config",
+    "Rule", "RuleState", "SGD", "Adam", "AdamW", "sgd", "adam", "adamw", "from_config", "RULES",
     "normalized_weight_decay", "DECAY_SCALINGS",
 ]

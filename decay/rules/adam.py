@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import math
 
+from dataclasses import dataclass
+
+from ..engine import FusedCall, Hyper
 from ..errors import DecayError
-from ..validation import check_number
+from ..validation import check_flag, check_number
+from . import _decay
 from .base import Rule
+
+
+@dataclass(frozen=True)
+class AdamHyper(Hyper):
+    beta1: float
+    beta2: float
+    eps: float
+    bias_correction2_sqrt: float  #: √(1 − β2^k), k = t + 1
 
 
 class Adam(Rule):
     """Adam, PyTorch's ``torch.optim.Adam``/``AdamW`` conventions by default.
 
-    With gradient ``g`` (after coupled decay, as in :class:`decay.rules.sgd.SGD`),
-    k = t + 1 the 1-based step, and decoupled decay θ ← θ·(1 − s_t·λ_t) applied first::
+    With gradient ``g`` (after coupled decay), k = t + 1 the 1-based step, and
+    decoupled decay θ ← θ·(1 − s_t·λ_t) applied first (:mod:`decay.rules._decay`)::
 
         m ← β1·m + (1 − β1)·g
         v ← β2·v + (1 − β2)·g²
         v_max ← max(v_max, v); use v_max for v           (amsgrad: max of v, not of v̂)
-        θ ← θ − lr_t·m̂ / (√v̂ + ε),   m̂ = m/(1 − β1^k), v̂ = v/(1 − β2^k)   (PyTorch, optax)
+        θ ← θ − lr_t/(1 − β1^k) · m / (√v/√(1 − β2^k) + ε)       (PyTorch, optax)
 
     With ``epsilon_hat=True`` ε is added outside the bias correction, as Keras and
     TF-Addons do (Kingma & Ba's "ε̂")::
@@ -31,16 +43,16 @@ class Adam(Rule):
 
     name = "adam"
     hyper_names = ("lr", "weight_decay", "betas", "eps")
-    step_keys = Rule.step_keys + ("step_size", "correction2_sqrt", "alpha")
+    Hyper = AdamHyper
 
     def __init__(self, *, amsgrad=False, epsilon_hat=False, **kwargs):
-        self.amsgrad = bool(amsgrad)
-        self.epsilon_hat = bool(epsilon_hat)
+        self.amsgrad = check_flag("amsgrad", amsgrad)
+        self.epsilon_hat = check_flag("epsilon_hat", epsilon_hat)
         super().__init__(**kwargs)
         self._kwargs.update(amsgrad=self.amsgrad, epsilon_hat=self.epsilon_hat)
 
-    def _check_hyper(self, hyper):
-        hyper = super()._check_hyper(hyper)
+    def check_group(self, hyper):
+        hyper = super().check_group(hyper)
         betas = hyper["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise DecayError(f"`betas` must be a pair (beta1, beta2). Received: betas={betas!r}.")
@@ -51,61 +63,64 @@ class Adam(Rule):
         hyper["eps"] = check_number("eps", hyper["eps"])
         return hyper
 
-    def hyper_at(self, hyper, t):
-        h = super().hyper_at(hyper, t)
-        beta1, beta2 = hyper["betas"]
+    def coefficients(self, group, t):
+        fields = _decay.common_fields(self, group, t)
+        beta1, beta2 = group["betas"]
         k = t + 1
-        correction1 = 1.0 - beta1**k
-        correction2 = 1.0 - beta2**k
-        h["step_size"] = h["lr"] / correction1
-        h["correction2_sqrt"] = math.sqrt(correction2)
-        h["alpha"] = h["lr"] * math.sqrt(correction2) / correction1  # for epsilon_hat
-        return h
+        correction1, correction2_sqrt = 1.0 - beta1**k, math.sqrt(1.0 - beta2**k)
+        scale = correction2_sqrt / correction1 if self.epsilon_hat else 1.0 / correction1
+        fields["step_size"] = fields["lr"] * scale
+        return AdamHyper(**fields, beta1=beta1, beta2=beta2, eps=group["eps"], bias_correction2_sqrt=correction2_sqrt)
 
-    def slots_for(self, hyper):
+    def slot_names(self, group):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if self.amsgrad else ("exp_avg", "exp_avg_sq")
 
-    def _update(self, backend, p, g, slots, h):
-        beta1, beta2 = h["betas"]
-        m = slots["exp_avg"] * beta1 + g * (1.0 - beta1)
-        v = slots["exp_avg_sq"] * beta2 + (g * g) * (1.0 - beta2)
-        new_slots = {"exp_avg": m, "exp_avg_sq": v}
+    def direction(self, ops, h, params, grads, slots):
+        m, v = slots["exp_avg"], slots["exp_avg_sq"]
+        ops.mul_(m, h.beta1)
+        ops.add_(m, grads, alpha=1.0 - h.beta1)
+        ops.mul_(v, h.beta2)
+        ops.addcmul_(v, grads, grads, 1.0 - h.beta2)
         if self.amsgrad:
-            v = new_slots["max_exp_avg_sq"] = backend.maximum(slots["max_exp_avg_sq"], v)
-        if self.epsilon_hat:
-            return p - (m * h["alpha"]) / (backend.sqrt(v) + h["eps"]), new_slots
-        denom = backend.sqrt(v) / h["correction2_sqrt"] + h["eps"]
-        return p - (m / denom) * h["step_size"], new_slots
+            ops.maximum_(slots["max_exp_avg_sq"], v)
+            v = slots["max_exp_avg_sq"]
+        denom = ops.sqrt_all(v)
+        if not self.epsilon_hat:
+            ops.div_(denom, h.bias_correction2_sqrt)
+        ops.add_(denom, h.eps)
+        return ops.div(m, denom)
+
+    def fused(self, h, plan, t):
+        """torch.optim.Adam/AdamW(fused=True)'s kernels. ``_fused_adamw_`` shrinks θ by
+        lr·wd (decay_scaled_by="lr"); ``_fused_adam_`` adds wd·θ to g. Other decoupled
+        scalings are applied by the engine before ``_fused_adam_``. ε-hat maps to ε/√bc2:
+        lr·√bc2/bc1 · m/(√v + ε̂) = lr/bc1 · m/(√v/√bc2 + ε̂/√bc2)."""
+        if plan.penalty is not None:
+            return None  # an L1 gradient is not in the kernels
+        kernel, wd, includes_decay = "_fused_adam_", (h.coupled if plan.coupled else 0.0), True
+        if plan.decoupled:
+            if not plan.coupled and self.decay_scaled_by == "lr":
+                kernel, wd = "_fused_adamw_", h.weight_decay
+            else:
+                wd, includes_decay = 0.0, False
+        eps = h.eps / h.bias_correction2_sqrt if self.epsilon_hat else h.eps
+        return FusedCall(
+            kernel, ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if self.amsgrad else ""),
+            dict(amsgrad=self.amsgrad, lr=h.lr, beta1=h.beta1, beta2=h.beta2, weight_decay=wd, eps=eps,
+                 maximize=False, grad_scale=None, found_inf=None),
+            step=t + 1, includes_decay=includes_decay,
+        )
 
 
-    def kernel_spec(self, h, decayed):
-        coupled = self._coupled_penalty_coefficient(decayed)
-        if coupled is None:
-            return None
-        decoupled = 0.0
-        if decayed and h["_decays"]:
-            if not self.decoupled:
-                coupled += h["weight_decay"]
-            elif h["lr"] > 0:
-                decoupled = h["decoupled_factor"] / h["lr"]  # kernels shrink by lr·λ
-            elif h["decoupled_factor"] != 0:
-                return None
-        if coupled and decoupled:
-            return None  # one kernel call takes one kind of decay
-        beta1, beta2 = h["betas"]
-        # ε-hat: lr·√bc2/bc1 · m/(√v + ε̂) = lr/bc1 · m/(√v/√bc2 + ε̂/√bc2)
-        eps = h["eps"] / h["correction2_sqrt"] if self.epsilon_hat else h["eps"]
-        return {
-            "kind": "adam",
-            "lr": h["lr"],
-            "beta1": beta1,
-            "beta2": beta2,
-            "eps": eps,
-            "weight_decay": decoupled or coupled,
-            "decoupled": bool(decoupled),
-            "amsgrad": self.amsgrad,
-            "step": h["step"],
-        }
+class AdamW(Adam):
+    """Adam with decoupled weight decay, as ``torch.optim.AdamW``: :func:`decay.adamw`."""
+
+    name = "adamw"
+
+    def __init__(self, **kwargs):
+        if "decoupled" in kwargs and kwargs.pop("decoupled") is not True:
+            raise DecayError("AdamW's weight decay is decoupled; use decay.adam for coupled decay.")
+        super().__init__(decoupled=True, **kwargs)
 
 
 def adam(
@@ -167,7 +182,7 @@ def adamw(
     mask=None,
     groups=None,
     on_nonfinite: str = "apply",
-) -> Adam:
+) -> "AdamW":
     """AdamW: Adam with decoupled decay θ ← θ·(1 − lr_t·λ) before the step.
 
     Defaults equal ``torch.optim.AdamW`` (weight_decay 1e-2). For
@@ -175,12 +190,11 @@ def adamw(
     for ``optax.adamw`` ``weight_decay=1e-4``; for the paper's rule
     ``decay_scaled_by="schedule_multiplier"``; for TF-Addons ``decay_scaled_by="none"``.
     """
-    rule = adam(
+    return AdamW(
         lr=lr,
         betas=betas,
         eps=eps,
         weight_decay=weight_decay,
-        decoupled=True,
         amsgrad=amsgrad,
         regularizer=regularizer,
         epsilon_hat=epsilon_hat,
@@ -189,5 +203,3 @@ def adamw(
         groups=groups,
         on_nonfinite=on_nonfinite,
     )
-    rule.name = "adamw"
-    return rule

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ..engine import FusedCall, Hyper
 from ..errors import DecayError
-from ..validation import check_number
+from ..validation import check_flag, check_number
+from . import _decay
 from .base import Rule
+
+
+@dataclass(frozen=True)
+class SGDHyper(Hyper):
+    momentum: float  #: μ
+    dampening: float  #: τ, as given
+    damp: float  #: the gradient's weight in the buffer this step: 1 at t = 0, else 1 − τ
+    nesterov: bool
 
 
 class SGD(Rule):
     """Gradient descent, PyTorch's ``torch.optim.SGD`` conventions.
 
-    With gradient ``g`` of the (possibly regularized) loss and step ``t`` (0-based)::
+    With gradient ``g`` (after coupled decay) and step ``t`` (0-based)::
 
-        coupled decay:    g ← g + λ_t·θ            (weight_decay=λ, PyTorch's convention)
-                          g ← g + ∇penalty(θ)      (regularizer=, e.g. L2(lam): g + 2·lam·θ)
-        decoupled decay:  θ ← θ·(1 − s_t·λ_t)      (decoupled=True; s_t from decay_scaled_by)
         momentum μ > 0:   b ← g at t = 0, else b ← μ·b + (1 − τ)·g   (τ = dampening)
-                          d ← g + μ·b if nesterov else b
-        no momentum:      d ← g
-        update:           θ ← θ − lr_t·d
+                          u ← g + μ·b if nesterov else b
+        no momentum:      u ← g
+        update:           θ ← θ − lr_t·u
+
+    Weight decay is placed as for every rule (:mod:`decay.rules._decay`): coupled
+    ``g ← g + λ_t·θ`` (PyTorch's ``weight_decay``) or ``g ← g + ∇penalty(θ)``
+    (``regularizer=``), decoupled ``θ ← θ·(1 − s_t·λ_t)`` before the step.
 
     Keras's SGD keeps ``v ← μv − lr_t·g; θ ← θ + v``, which equals this only while lr is
     constant.
@@ -26,13 +39,13 @@ class SGD(Rule):
 
     name = "sgd"
     hyper_names = ("lr", "weight_decay", "momentum", "dampening", "nesterov")
-    step_keys = Rule.step_keys + ("damp",)
+    Hyper = SGDHyper
 
-    def _check_hyper(self, hyper):
-        hyper = super()._check_hyper(hyper)
+    def check_group(self, hyper):
+        hyper = super().check_group(hyper)
         hyper["momentum"] = mu = check_number("momentum", hyper["momentum"])
         hyper["dampening"] = tau = check_number("dampening", hyper["dampening"])
-        hyper["nesterov"] = bool(hyper["nesterov"])
+        hyper["nesterov"] = check_flag("nesterov", hyper["nesterov"])
         if hyper["nesterov"] and (mu <= 0 or tau != 0):
             raise DecayError(
                 "Nesterov momentum requires momentum > 0 and dampening = 0. "
@@ -40,50 +53,45 @@ class SGD(Rule):
             )
         return hyper
 
-    def hyper_at(self, hyper, t):
-        h = super().hyper_at(hyper, t)
+    def coefficients(self, group, t):
         # PyTorch starts the buffer at the first gradient, undamped: with the buffer at
         # zero, b ← μ·0 + 1·g does exactly that.
-        h["damp"] = 1.0 if t == 0 else 1.0 - hyper["dampening"]
-        return h
+        return SGDHyper(
+            **_decay.common_fields(self, group, t), momentum=group["momentum"], dampening=group["dampening"],
+            damp=1.0 if t == 0 else 1.0 - group["dampening"], nesterov=group["nesterov"],
+        )
 
-    def slots_for(self, hyper):
-        return ("momentum_buffer",) if hyper["momentum"] > 0 else ()
+    def slot_names(self, group):
+        return ("momentum_buffer",) if group["momentum"] > 0 else ()
 
-    def _update(self, backend, p, g, slots, h):
-        mu = h["momentum"]
-        if mu > 0:
-            buf = slots["momentum_buffer"] * mu + g * h["damp"]
-            slots = {"momentum_buffer": buf}
-            g = g + buf * mu if h["nesterov"] else buf
-        return p - g * h["lr"], slots
+    def direction(self, ops, h, params, grads, slots):
+        buf = slots.get("momentum_buffer")
+        if buf is None:
+            return grads
+        ops.mul_(buf, h.momentum)
+        ops.add_(buf, grads, alpha=h.damp)
+        return ops.add(grads, buf, alpha=h.momentum) if h.nesterov else buf
 
+    def fused(self, h, plan, t):
+        """torch.optim.SGD(fused=True)'s kernel: g ← g + wd·θ, the buffer, θ ← θ − lr·u.
 
-    def kernel_spec(self, h, decayed):
-        coupled = self._coupled_penalty_coefficient(decayed)
-        if coupled is None:
-            return None
-        pre_scale = 1.0
-        if decayed and h["_decays"]:
-            if not self.decoupled:
-                coupled += h["weight_decay"]
-            elif h["momentum"] == 0 and h["lr"] > 0:
-                # Plain SGD: θ(1 − f) − lr·g = θ − lr·(g + (f/lr)·θ), decoupled is coupled.
-                coupled += h["decoupled_factor"] / h["lr"]
-            elif self.regularizer is None:
-                pre_scale = h["decoupled_keep"]  # shrink θ first, then the momentum step
+        Its decay is coupled. A decoupled shrink is applied by the engine before it,
+        except without momentum, where θ·(1 − f) − lr·g = θ − lr·(g + (f/lr)·θ): the
+        kernel's coupled wd = f/lr is the same step (to rounding)."""
+        if plan.penalty is not None:
+            return None  # an L1 gradient is not in the kernel
+        wd, includes_decay = (h.coupled if plan.coupled else 0.0), True
+        if plan.decoupled:
+            if h.momentum == 0 and not plan.coupled and h.lr > 0:
+                wd = h.decay_factor / h.lr
             else:
-                return None  # the penalty's gradient is taken before the shrink
-        return {
-            "kind": "sgd",
-            "lr": h["lr"],
-            "weight_decay": coupled,
-            "momentum": h["momentum"],
-            "dampening": h["dampening"],
-            "nesterov": h["nesterov"],
-            "first_step": h["step"] == 0,
-            "pre_scale": pre_scale,
-        }
+                wd, includes_decay = 0.0, False
+        return FusedCall(
+            "_fused_sgd_", ("momentum_buffer",) if h.momentum > 0 else ("",),
+            dict(weight_decay=wd, momentum=h.momentum, lr=h.lr, dampening=h.dampening, nesterov=h.nesterov,
+                 maximize=False, is_first_step=h.momentum > 0 and t == 0, grad_scale=None, found_inf=None),
+            includes_decay=includes_decay,
+        )
 
 
 def sgd(

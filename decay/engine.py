@@ -1,0 +1,264 @@
+"""The one step engine: every path to an update runs through here.
+
+``Rule.step``, ``decay.torch.Optimizer.step`` and ``decay.keras.Optimizer`` (eagerly and
+inside ``model.fit``'s compiled step) run the same sequence:
+
+1. the ``on_nonfinite`` policy (:func:`skips_nonfinite`);
+2. each group's numbers for the step, schedules evaluated and checked
+   (:func:`coefficients`): one typed :class:`Hyper` record per group;
+3. the leaves split into parts that share a group, a step count, a decay placement
+   and a compute dtype (:func:`partition`);
+4. per part, the path: a native kernel the rule declares (:meth:`Rule.fused`) where
+   the backend has it and its preconditions hold, else the rule's one definition
+   (:func:`update`), run by the backend in place, block by block, or compiled;
+5. the write-back into the caller's tensors (:func:`run`).
+
+The records here are the contracts between the layers: :class:`Hyper` (one group's
+numbers for one step, one meaning per field), :class:`DecayPlan` (where weight decay
+sits for a part) and :class:`FusedCall` (a native kernel call a rule declares).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from .errors import DecayError
+
+LOW_PRECISION = ("float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One group's numbers for one step, computed in Python float64 before anything is
+    written. Rules subclass it with their own fields. A ``bool`` field is a structural
+    choice (fixed per group); every other field is a number that compiled paths pass in
+    per step, as a 0-d float64 tensor."""
+
+    lr: float  #: the learning rate lr_t
+    weight_decay: float  #: λ_t
+    coupled: float  #: g ← g + coupled·θ: λ_t when coupled, plus the regularizer's L2 part
+    decay_factor: float  #: decoupled: θ ← θ·(1 − decay_factor), s_t·λ_t
+    step_size: float  #: θ ← θ − step_size·u, u the rule's direction
+
+
+class DecayPlan(NamedTuple):
+    """Where weight decay sits for the leaves of one part (fixed per group and mask)."""
+
+    coupled: bool = False  #: add ``Hyper.coupled``·θ to the gradient
+    penalty: object = None  #: a non-linear penalty (L1) whose gradient is added to it
+    decoupled: bool = False  #: shrink θ by ``Hyper.decay_factor`` before the update
+
+
+class FusedCall(NamedTuple):
+    """A framework kernel that computes a whole step of a rule, declared by the rule
+    next to its math (:meth:`decay.rules.Rule.fused`). The backend calls
+    ``kernel(params, grads, *slot lists, [steps]*, **scalars)``."""
+
+    kernel: str  #: the kernel's name in the framework (``"_fused_adamw_"``)
+    slots: tuple  #: slot names passed as lists after params and grads, in order ("" = [])
+    scalars: dict  #: the kernel's keyword arguments
+    step: int | None = None  #: the 1-based step, passed as one tensor per parameter
+    includes_decay: bool = True  #: False: the engine applies the DecayPlan first
+
+
+class Part(NamedTuple):
+    """Leaves updated together: one group's record, one decay plan, one compute dtype."""
+
+    index: tuple | None  #: positions of its leaves (None: all leaves, in order)
+    hyper: int  #: which of the step's Hyper records it uses
+    plan: DecayPlan
+    slots: tuple  #: the slot names its leaves have
+    compute: str | None  #: "float32" for float16/bfloat16 leaves, else None
+
+
+# -- 1. the non-finite policy -----------------------------------------------------------
+def skips_nonfinite(policy: str, backend, names, grads, t: int) -> bool:
+    """Apply ``on_nonfinite``: True when this step must be skipped."""
+    if policy == "apply":
+        return False
+    bad = [n for n, g in zip(names, grads) if not backend.all_finite(g)]
+    if bad and policy == "raise":
+        raise DecayError(
+            f"Non-finite gradient (inf or nan) for parameter(s) {bad} at step {t}. "
+            "Nothing was updated. Use on_nonfinite='skip' to skip such steps."
+        )
+    return bool(bad)
+
+
+# -- 2. the numbers -------------------------------------------------------------------------
+def coefficients(rule, groups: list, steps) -> list:
+    """One :class:`Hyper` per (group, step) pair of ``steps`` (or per group at one int
+    step), every schedule evaluated and checked."""
+    if isinstance(steps, int):
+        return [rule.coefficients(group, steps) for group in groups]
+    return [rule.coefficients(groups[g], t) for g, t in steps]
+
+
+_SPLITS: dict = {}
+
+
+def _split_fields(cls) -> tuple:
+    """(static field names, dynamic field names) of a Hyper class, by the sample types."""
+    split = _SPLITS.get(cls)
+    if split is None:
+        names = [f.name for f in dataclasses.fields(cls)]
+        static = tuple(n for n in names if cls.__dataclass_fields__[n].type in ("bool", bool))
+        split = _SPLITS[cls] = (static, tuple(n for n in names if n not in static))
+    return split
+
+
+def flatten_hypers(hypers: list) -> tuple:
+    """(a hashable key of everything fixed, the per-step numbers as one float list)."""
+    key, values = [], []
+    for h in hypers:
+        static, dynamic = _split_fields(type(h))
+        key.append((type(h), tuple(getattr(h, n) for n in static)))
+        values.extend(float(getattr(h, n)) for n in dynamic)
+    return tuple(key), values
+
+
+def rebuild_hypers(hypers: list, values) -> list:
+    """``hypers`` with their per-step numbers taken from ``values`` (a float64 tensor
+    inside a compiled step), in :func:`flatten_hypers`' order."""
+    out, at = [], 0
+    for h in hypers:
+        dynamic = _split_fields(type(h))[1]
+        out.append(dataclasses.replace(h, **{n: values[at + i] for i, n in enumerate(dynamic)}))
+        at += len(dynamic)
+    return out
+
+
+# -- 3. the parts -------------------------------------------------------------------------------
+def partition(rule, groups: list, group_of, decayed, dtypes, steps=None) -> tuple:
+    """The leaves split into :class:`Part` s, in first-seen order. ``steps`` (one int
+    per leaf, optional) splits leaves of one group at different step counts; the Part's
+    ``hyper`` then indexes the returned pairs (group, step) instead of the groups."""
+    keys = {}
+    for i, (g, d, dtype) in enumerate(zip(group_of, decayed, dtypes)):
+        key = (g, bool(d), dtype in LOW_PRECISION, None if steps is None else steps[i])
+        keys.setdefault(key, []).append(i)
+    parts, pairs = [], []
+    for (g, d, low, t), index in keys.items():
+        if steps is None:
+            hyper = g
+        else:
+            hyper = len(pairs)
+            pairs.append((g, t))
+        group = groups[g]
+        parts.append(Part(
+            None if len(keys) == 1 else tuple(index), hyper, rule.decay_plan(group, d),
+            tuple(rule.slot_names(group)), "float32" if low else None,
+        ))
+    return tuple(parts), pairs
+
+
+# -- 4. the update of one part: the one definition -----------------------------------------------
+def apply_decay(ops, plan: DecayPlan, h: Hyper, params: list, grads: list) -> list:
+    """Weight decay in the update, for every rule alike; returns the gradients to use.
+
+    Coupled: g ← g + ∇penalty(θ) (its non-linear part) + coupled·θ; decoupled:
+    θ ← θ·(1 − decay_factor), after the gradient is formed (a penalty's gradient is
+    taken at the θ of the step). The caller's gradients are never written."""
+    if plan.penalty is not None:
+        grads = [g + plan.penalty.leaf_grad(ops, p) for g, p in zip(grads, params)]
+    if plan.coupled:
+        grads = ops.add(grads, params, alpha=h.coupled)
+    if plan.decoupled:
+        ops.mul_(params, 1.0 - h.decay_factor)
+    return grads
+
+
+def update(rule, ops, plan: DecayPlan, h: Hyper, params: list, grads: list, slots: dict) -> None:
+    """One part's step, in place on ``params`` and ``slots`` (lists): decay, the rule's
+    direction u, θ ← θ − step_size·u."""
+    grads = apply_decay(ops, plan, h, params, grads)
+    direction = rule.direction(ops, h, params, grads, slots)
+    ops.add_(params, direction, alpha=-h.step_size)
+
+
+def _run_part(rule, backend, part: Part, h: Hyper, t, params, grads, slots, fast) -> None:
+    if fast and backend.has_fused and part.compute is None:
+        call = rule.fused(h, part.plan, t)
+        if call is not None and backend.fused_ready(params, grads, slots):
+            if not call.includes_decay:
+                grads = apply_decay(backend, part.plan, h, params, grads)
+            backend.run_fused(call, params, grads, slots)
+            return
+
+    def run(p, g, s):
+        update(rule, backend, part.plan, h, p, g, s)
+
+    if fast and rule.elementwise:
+        backend.run_elementwise(run, params, grads, slots)
+    else:
+        run(params, grads, slots)
+
+
+def _body(rule, backend, parts, hypers, steps, params: list, grads: list, columns: dict, fast: bool) -> None:
+    """Every part's update, writing into ``params`` and ``columns`` (lists)."""
+    for part in parts:
+        h = hypers[part.hyper]
+        t = steps if isinstance(steps, int) else steps[part.hyper][1]
+        index = part.index
+        if index is None:
+            p, g, s = params, grads, {name: columns[name] for name in part.slots}
+        else:
+            p, g = [params[i] for i in index], [grads[i] for i in index]
+            s = {name: [columns[name][i] for i in index] for name in part.slots}
+        dtypes = None
+        if part.compute is not None:  # float16/bfloat16: computed in float32, rounded once
+            dtypes = [backend.dtype_name(x) for x in p]
+            p = [backend.cast(x, part.compute) for x in p]
+            g = [backend.cast(x, part.compute) for x in g]
+        _run_part(rule, backend, part, h, t, p, g, s, fast)
+        if dtypes is not None:
+            p = [backend.cast(x, dtype) for x, dtype in zip(p, dtypes)]
+        if index is None:
+            params[:] = p  # a no-op list copy for in-place backends
+        else:
+            for j, i in enumerate(index):
+                params[i] = p[j]
+                for name in part.slots:
+                    columns[name][i] = s[name][j]
+
+
+# -- 5. run and write ------------------------------------------------------------------------------
+def run(rule, backend, parts, hypers, params, grads, columns: dict, *, steps=0, fast=True, owner=None):
+    """Run the step for ``parts`` and write the parameters. Returns (params, columns):
+    the parameters as :meth:`Backend.write` gives them back (the same objects where
+    they are mutable) and the slot lists, updated or with new tensors."""
+    columns = {name: list(col) for name, col in columns.items()}
+    if fast and backend.compiles and owner is not None:
+        key, values = flatten_hypers(hypers)
+        structure = (parts, key, tuple(columns), isinstance(steps, int))
+
+        def traced(p, g, c, tensor):
+            _body(rule, backend, parts, rebuild_hypers(hypers, tensor), steps, p, g, c, False)
+
+        if backend.run_compiled(owner, structure, traced, params, grads, columns, values):
+            return list(params), columns
+    work = backend.read_all(params)  # the params themselves where they can be written in place
+    _body(rule, backend, parts, hypers, steps, work, grads, columns, fast)
+    out = [p if w is p else backend.write(p, w) for p, w in zip(params, work)]
+    return out, columns
+
+
+def step(rule, backend, params, grads, columns, *, groups, group_of, decayed, steps, names, parts=None,
+         fast=True, owner=None):
+    """The whole sequence for an eager caller. ``steps`` is the step count of every leaf
+    (an int) or one per leaf (a list). Returns (skipped, params, columns); nothing is
+    written when the step is skipped or any check fails."""
+    t0 = steps if isinstance(steps, int) else min(steps)
+    with backend.no_grad():
+        grads = backend.read_all(grads)
+        if skips_nonfinite(rule.on_nonfinite, backend, names, grads, t0):
+            return True, params, columns
+        if parts is None or not isinstance(steps, int):
+            dtypes = [backend.dtype_name(x) for x in params]
+            parts, pairs = partition(rule, groups, group_of, decayed, dtypes, None if isinstance(steps, int) else steps)
+            steps = steps if isinstance(steps, int) else pairs
+        hypers = coefficients(rule, groups, steps)
+        out, columns = run(rule, backend, parts, hypers, params, grads, columns, steps=steps, fast=fast, owner=owner)
+    return False, out, columns

@@ -1,0 +1,117 @@
+"""The vocabulary update rules are written in: list-level operations after ``torch._foreach_*``.
+
+Every rule's math (``decay/rules/*.py``) and the placement of weight decay
+(``decay/rules/_decay.py``) are written once against these operations; every backend
+implements them for a list of its tensors, and knows nothing of any rule:
+
+- NumPy: ufuncs with ``out=``, in place (over cache-sized blocks on the fast path);
+- PyTorch: the ``torch._foreach_*`` functions, in place;
+- TensorFlow (and any framework with immutable tensors): the arithmetic operators,
+  traced into one compiled function on the fast path.
+
+"In place" is a contract on the *list*: after ``mul_(xs, s)`` the entries of ``xs``
+hold ``x·s``. Backends with mutable tensors write into the tensors; backends with
+immutable ones put new tensors into the list (``xs[i] = xs[i] * s``). A rule therefore
+never keeps a reference to an entry across an in-place operation on its list, and the
+engine reads results back from the lists. Operations without a trailing underscore
+return a new list and never write into their arguments, so a rule may not mutate the
+caller's gradients: only params, slots and lists it made itself.
+
+A scalar argument is a Python float or, inside a compiled step, a 0-d float64 tensor
+that the backend casts to each tensor's dtype (:meth:`Ops.scalar`).
+
+:class:`Ops` implements the whole vocabulary with the arithmetic operators, rebinding
+list entries; that is the TensorFlow implementation, and a reference for the others.
+"""
+
+from __future__ import annotations
+
+
+class Ops:
+    """The vocabulary, implemented functionally with ``+ - * /`` (see the module
+    docstring). In-place backends override every method."""
+
+    def scalar(self, s, x):
+        """``s`` as a number ``x`` can be combined with (a Python float as is)."""
+        return s
+
+    def _each(self, xs, s):
+        """``s`` for each entry of ``xs``: a list as is, a scalar cast per dtype."""
+        if isinstance(s, list):
+            return s
+        return [self.scalar(s, x) for x in xs]
+
+    # -- in place ------------------------------------------------------------------
+    def mul_(self, xs: list, s) -> None:
+        """x ← x·s (``s`` a scalar or a list)."""
+        xs[:] = [x * y for x, y in zip(xs, self._each(xs, s))]
+
+    def div_(self, xs: list, s) -> None:
+        """x ← x / s (``s`` a scalar or a list)."""
+        xs[:] = [x / y for x, y in zip(xs, self._each(xs, s))]
+
+    def add_(self, xs: list, ys, alpha=1.0) -> None:
+        """x ← x + alpha·y (``ys`` a list), or x ← x + ys (``ys`` a scalar, alpha unused)."""
+        if not isinstance(ys, list):
+            xs[:] = [x + s for x, s in zip(xs, self._each(xs, ys))]
+        elif isinstance(alpha, float) and alpha == 1.0:
+            xs[:] = [x + y for x, y in zip(xs, ys)]
+        else:
+            xs[:] = [x + y * a for x, y, a in zip(xs, ys, self._each(xs, alpha))]
+
+    def lerp_(self, xs: list, ys: list, weight) -> None:
+        """x ← x + w·(y − x)."""
+        xs[:] = [x + (y - x) * w for x, y, w in zip(xs, ys, self._each(xs, weight))]
+
+    def addcmul_(self, xs: list, ys: list, zs: list, value=1.0) -> None:
+        """x ← x + value·y·z."""
+        xs[:] = [x + (y * z) * v for x, y, z, v in zip(xs, ys, zs, self._each(xs, value))]
+
+    def addcdiv_(self, xs: list, ys: list, zs: list, value=1.0) -> None:
+        """x ← x + value·y/z."""
+        xs[:] = [x + (y / z) * v for x, y, z, v in zip(xs, ys, zs, self._each(xs, value))]
+
+    def maximum_(self, xs: list, ys: list) -> None:
+        """x ← max(x, y), elementwise."""
+        xs[:] = [self.maximum(x, y) for x, y in zip(xs, ys)]
+
+    # -- new lists -----------------------------------------------------------------------
+    def add(self, xs: list, ys: list, alpha=1.0) -> list:
+        """A new list x + alpha·y."""
+        out = list(xs)
+        self.add_(out, ys, alpha)
+        return out
+
+    def mul(self, xs: list, s) -> list:
+        """A new list x·s."""
+        out = list(xs)
+        self.mul_(out, s)
+        return out
+
+    def div(self, xs: list, ys) -> list:
+        """A new list x / y."""
+        out = list(xs)
+        self.div_(out, ys)
+        return out
+
+    def sqrt_all(self, xs: list) -> list:
+        """A new list √x."""
+        return [self.sqrt(x) for x in xs]
+
+    def sign_all(self, xs: list) -> list:
+        """A new list sign(x) (0 at 0)."""
+        return [self.sign(x) for x in xs]
+
+    def clone(self, xs: list) -> list:
+        """New tensors holding the values of ``xs``."""
+        return [x * 1 for x in xs]
+
+    # -- per tensor, which backends implement ------------------------------------------
+    def sqrt(self, x):
+        raise NotImplementedError
+
+    def sign(self, x):
+        raise NotImplementedError
+
+    def maximum(self, a, b):
+        raise NotImplementedError

@@ -1,0 +1,80 @@
+"""The option grid the shared suite runs every rule over.
+
+Every rule in ``decay.rules.RULES`` must have an entry here (a test fails otherwise):
+adding a rule means adding its options, and the suite then checks every fast path and
+declared kernel against the rule's one definition, step by step, on every backend.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import decay
+
+LR, WD = 0.05, 0.02
+
+
+class Warmup:
+    """A picklable lr schedule that is not a decay.schedules object (a user's callable)."""
+
+    def __init__(self, peak):
+        self.peak = peak
+
+    def __call__(self, t):
+        return self.peak * min(1.0, (t + 1) / 4)
+
+
+# Weight decay in every place decay supports, as rule keyword arguments.
+DECAY_MODES = {
+    "none": {},
+    "coupled": {"weight_decay": WD},
+    "decoupled-lr": {"weight_decay": WD, "decoupled": True},
+    "decoupled-schedule": {"weight_decay": WD, "decoupled": True, "decay_scaled_by": "schedule_multiplier"},
+    "decoupled-none": {"weight_decay": WD, "decoupled": True, "decay_scaled_by": "none"},
+    "L2": {"regularizer": decay.L2(0.01)},
+    "L2-and-decoupled": {"regularizer": decay.L2(0.01), "weight_decay": WD, "decoupled": True},
+    "coupled-and-L2": {"regularizer": decay.L2(0.01), "weight_decay": WD},
+    "elastic-net": {"regularizer": decay.ElasticNet(0.001, 0.01)},
+    "masked": {"weight_decay": WD, "decoupled": True, "mask": decay.masks.exclude_names("bias")},
+}
+
+RULE_OPTIONS = {
+    "sgd": {
+        "plain": dict(lr=LR),
+        "momentum": dict(lr=LR, momentum=0.9),
+        "dampening": dict(lr=LR, momentum=0.9, dampening=0.3),
+        "nesterov": dict(lr=LR, momentum=0.9, nesterov=True),
+        "scheduled": dict(lr=Warmup(LR), momentum=0.9),
+    },
+    "adam": {
+        "default": dict(lr=LR),
+        "amsgrad": dict(lr=LR, amsgrad=True),
+        "epsilon_hat": dict(lr=LR, eps=1e-7, epsilon_hat=True),
+        "scheduled": dict(lr=Warmup(LR), amsgrad=True),
+    },
+    "adamw": {
+        "default": dict(lr=LR),
+        "epsilon_hat": dict(lr=LR, eps=1e-7, epsilon_hat=True),
+        "scheduled": dict(lr=Warmup(LR)),
+    },
+}
+
+# AdamW's decay is always decoupled: only the modes that keep it so.
+_ADAMW_MODES = ("decoupled-lr", "decoupled-schedule", "decoupled-none", "L2-and-decoupled", "masked")
+
+
+def cases() -> dict:
+    """name -> a function making a fresh rule, for every rule x option x decay mode."""
+    out = {}
+    for rule_name, options in RULE_OPTIONS.items():
+        modes = _ADAMW_MODES if rule_name == "adamw" else DECAY_MODES
+        for (option, kwargs), mode in itertools.product(options.items(), modes):
+            extra = dict(DECAY_MODES[mode])
+            if rule_name == "adamw":
+                extra.pop("decoupled", None)
+            out[f"{rule_name}-{option}-{mode}"] = (rule_name, {**kwargs, **extra})
+    return out
+
+
+def make(rule_name: str, kwargs: dict):
+    return getattr(decay, rule_name)(**kwargs)
