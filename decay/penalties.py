@@ -187,6 +187,12 @@ def add_l2(penalty: "Penalty | None", lam: float) -> "Penalty | None":
     return L2(lam) if penalty is None else penalty.plus_l2(lam)
 
 
+def l2_for_coupled_weight_decay(lam: float) -> float:
+    """c of the L2 penalty ``c·Σθ²`` equal to a coupled weight decay λ (the inverse of
+    :meth:`Penalty.coupled_weight_decay`): c = λ/2."""
+    return lam / 2.0
+
+
 def split_l2(penalty: "Penalty | None") -> tuple:
     """(c of the L2 part ``c·Σθ²``, the rest of the penalty or None)."""
     if penalty is None:

@@ -1,0 +1,46 @@
+"""Optimizer settings as written in a framework, read without that framework installed."""
+
+from __future__ import annotations
+
+from ..errors import DecayError
+from ..rules.adam import adam, adamw
+from ..rules.base import Rule
+from ..rules.sgd import sgd
+
+#: Each framework's defaults where they differ (PyTorch: Adam eps 1e-8, AdamW weight
+#: decay 1e-2; Keras: eps 1e-7, AdamW weight decay 0.004, decay always decoupled).
+_SETTING_DEFAULTS = {
+    ("torch", "adamw"): {"weight_decay": 1e-2},
+    ("keras", "adamw"): {"weight_decay": 0.004},
+}
+
+
+def rule_from_settings(framework, optimizer, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
+                       weight_decay=None, betas=None, eps=None, amsgrad=False) -> Rule:
+    """The decay rule for optimizer settings written in ``framework``'s convention
+    ("torch", "keras" or "decay"), e.g. ``("torch", "sgd", lr=0.1, momentum=0.9,
+    weight_decay=5e-4)`` — built from the conventions, so neither framework is needed.
+
+    PyTorch's ``weight_decay`` is coupled (AdamW's decoupled); every Keras optimizer's is
+    decoupled and scaled by lr, and Keras's Adam puts ε outside the bias correction."""
+    if framework not in ("torch", "keras", "decay"):
+        raise DecayError(f"`framework` must be 'torch', 'keras' or 'decay'. Received: {framework!r}.")
+    if optimizer not in ("sgd", "adam", "adamw"):
+        raise DecayError(f"`optimizer` must be 'sgd', 'adam' or 'adamw'. Received: {optimizer!r}.")
+    if weight_decay is None:
+        weight_decay = _SETTING_DEFAULTS.get((framework, optimizer), {}).get(
+            "weight_decay", 1e-2 if optimizer == "adamw" else 0.0
+        )
+    if optimizer == "sgd":
+        if framework == "keras" and dampening:
+            raise DecayError(f"Keras's SGD has no dampening. Received: dampening={dampening!r}.")
+        return sgd(lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                   weight_decay=weight_decay, decoupled=framework == "keras")
+    if momentum or dampening or nesterov:
+        raise DecayError(f"--momentum, --dampening and --nesterov are SGD settings; {optimizer} has none.")
+    keras = framework == "keras"
+    kwargs = dict(betas=betas or (0.9, 0.999), eps=(1e-7 if keras else 1e-8) if eps is None else eps,
+                  weight_decay=weight_decay, amsgrad=amsgrad, epsilon_hat=keras)
+    if optimizer == "adamw":
+        return adamw(lr, **kwargs)
+    return adam(lr, decoupled=keras, **kwargs)
