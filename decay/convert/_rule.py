@@ -8,7 +8,8 @@ apiece, leaves this module the only one to adapt when it does. Public attributes
 
 from __future__ import annotations
 
-from ..rules.base import _base_lr
+from ..rules._decay import base_lr as _base_lr
+from ..rules.adam import AdamW
 from ..rules.sgd import SGD
 
 
@@ -20,8 +21,7 @@ def hyper(rule, name: str):
 
 def decays(rule) -> bool:
     """Whether weight decay is active: a schedule, or a constant > 0."""
-    wd = rule.defaults["weight_decay"]
-    return callable(wd) or wd > 0
+    return rule.decays()
 
 
 def base_lr(rule) -> float:
@@ -36,4 +36,4 @@ def is_sgd(rule) -> bool:
 
 def is_adamw(rule) -> bool:
     """Built by :func:`decay.adamw` (rather than ``decay.adam(decoupled=True)``)."""
-    return rule.name == "adamw"
+    return isinstance(rule, AdamW)
