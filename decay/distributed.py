@@ -28,6 +28,21 @@ from .errors import DecayError
 from .penalties import Penalty
 
 
+def _check_torch_leaves(leaves) -> None:
+    kinds = {backend_name_of(x) for x in leaves}
+    if kinds - {"torch"}:
+        if "tensorflow" in kinds:
+            raise DecayError(
+                "sharded_penalty() is for torch.distributed, where parameters are sharded. "
+                "Under tf.distribute's mirrored strategies every replica holds every variable: "
+                "use penalty.penalty(model.trainable_weights) there."
+            )
+        raise DecayError(
+            "sharded_penalty() needs torch tensors (this rank's shard). Received "
+            f"{sorted(str(k) for k in kinds)} tensors; for one process use penalty.penalty(params)."
+        )
+
+
 def sharded_penalty(penalty: Penalty, params, group=None):
     """The penalty of the parameters of *all* ranks: ``Σ_ranks penalty(shard_r)``.
 
@@ -64,18 +79,7 @@ def sharded_penalty(penalty: Penalty, params, group=None):
             f"decay.ElasticNet(l1, l2). Received: penalty={penalty!r}."
         )
     leaves = _shard_leaves(params)
-    kinds = {backend_name_of(x) for x in leaves}
-    if kinds - {"torch"}:
-        if "tensorflow" in kinds:
-            raise DecayError(
-                "sharded_penalty() is for torch.distributed, where parameters are sharded. "
-                "Under tf.distribute's mirrored strategies every replica holds every variable: "
-                "use penalty.penalty(model.trainable_weights) there."
-            )
-        raise DecayError(
-            "sharded_penalty() needs torch tensors (this rank's shard). Received "
-            f"{sorted(str(k) for k in kinds)} tensors; for one process use penalty.penalty(params)."
-        )
+    _check_torch_leaves(leaves)
     import torch
     import torch.distributed as dist
 

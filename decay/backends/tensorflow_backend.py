@@ -18,6 +18,19 @@ import tensorflow as tf  # noqa: E402
 
 from .base import Backend
 
+try:
+    # decay's step has no Python control flow on tensors (every branch is on a fixed
+    # choice), so AutoGraph has nothing to convert in it; converting it anyway breaks
+    # on generated code such as a dataclass's __init__ when a user's tf.function calls
+    # rule.step. Keras and TensorFlow exempt themselves the same way.
+    from tensorflow.python.autograph.core import config as _autograph_config
+
+    _autograph_config.CONVERSION_RULES = (
+        _autograph_config.DoNotConvert("decay"),
+    ) + tuple(_autograph_config.CONVERSION_RULES)
+except (ImportError, AttributeError):  # pragma: no cover - TensorFlow moved it
+    pass
+
 
 def _unwrap(x):
     """A Keras 3 variable on the TensorFlow backend holds a tf.Variable in ``.value``;

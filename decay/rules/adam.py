@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from ..engine import FusedCall, Hyper
 from ..errors import DecayError
 from ..validation import check_flag, check_number
-from . import _decay
 from .base import Rule
 
 
@@ -64,7 +63,7 @@ class Adam(Rule):
         return hyper
 
     def coefficients(self, group, t):
-        fields = _decay.common_fields(self, group, t)
+        fields = self.common_fields(group, t)
         beta1, beta2 = group["betas"]
         k = t + 1
         correction1, correction2_sqrt = 1.0 - beta1**k, math.sqrt(1.0 - beta2**k)

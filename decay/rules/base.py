@@ -149,8 +149,14 @@ class Rule:
     def coefficients(self, group: dict, t: int) -> Hyper:
         """The group's numbers for step ``t`` (0-based) as a typed record: schedules
         evaluated and checked, every step-dependent coefficient computed here in Python
-        float64, so the math never looks at ``t``."""
-        return self.Hyper(**_decay.common_fields(self, group, t))
+        float64, so the math never looks at ``t``. A rule's record adds its own fields
+        to :meth:`common_fields`."""
+        return self.Hyper(**self.common_fields(group, t))
+
+    def common_fields(self, group: dict, t: int) -> dict:
+        """The fields of :class:`decay.engine.Hyper` for step ``t``: lr_t, λ_t and the
+        decay coefficients (:mod:`decay.rules._decay`), ``step_size`` = lr_t."""
+        return _decay.common_fields(self, group, t)
 
     def slot_names(self, group: dict) -> tuple:
         """The state slots a parameter of this group needs."""

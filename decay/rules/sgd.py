@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from ..engine import FusedCall, Hyper
 from ..errors import DecayError
 from ..validation import check_flag, check_number
-from . import _decay
 from .base import Rule
 
 
@@ -57,7 +56,7 @@ class SGD(Rule):
         # PyTorch starts the buffer at the first gradient, undamped: with the buffer at
         # zero, b ← μ·0 + 1·g does exactly that.
         return SGDHyper(
-            **_decay.common_fields(self, group, t), momentum=group["momentum"], dampening=group["dampening"],
+            **self.common_fields(group, t), momentum=group["momentum"], dampening=group["dampening"],
             damp=1.0 if t == 0 else 1.0 - group["dampening"], nesterov=group["nesterov"],
         )
 
