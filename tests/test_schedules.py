@@ -467,15 +467,62 @@ def test_repr_example():
 # Stays pure Python
 
 
-def test_imports_only_the_standard_library():
-    tree = ast.parse((REPO / "decay" / "schedules.py").read_text())
+SCHEDULES_DIR = REPO / "decay" / "schedules"
+STDLIB_IMPORTS = {"__future__", "bisect", "inspect", "math", "numbers"}
+
+
+def _imported_modules(source, package=("decay", "schedules")):
+    """Absolute names of the modules a file of ``package`` imports.
+
+    Relative imports are resolved against the package, so ``from ._checks import x``
+    reads as ``decay.schedules._checks``, ``from . import _checks`` likewise, and
+    ``from ..errors import x`` as ``decay.errors``; one that climbs above ``decay``
+    is returned as written.
+    """
     imported = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            imported.add(node.module)
-    assert imported <= {"__future__", "bisect", "inspect", "math", "numbers", "decay.errors"}, imported
+            if node.level == 0:
+                imported.add(node.module)
+            elif node.level > len(package):
+                imported.add("." * node.level + (node.module or ""))
+            else:
+                parent = ".".join(package[:len(package) - node.level + 1])
+                if node.module:
+                    imported.add(f"{parent}.{node.module}")
+                else:
+                    imported.update(f"{parent}.{alias.name}" for alias in node.names)
+    return imported
+
+
+def _allowed_imports():
+    own = {f"decay.schedules.{p.stem}" for p in SCHEDULES_DIR.glob("*.py") if p.stem != "__init__"}
+    return STDLIB_IMPORTS | {"decay.errors", "decay.schedules"} | own
+
+
+def test_imports_only_the_standard_library():
+    files = sorted(SCHEDULES_DIR.glob("*.py"))
+    assert files, f"no modules found under {SCHEDULES_DIR}"
+    allowed = _allowed_imports()
+    for path in files:
+        imported = _imported_modules(path.read_text())
+        assert imported <= allowed, (path.name, imported - allowed)
+
+
+@pytest.mark.parametrize("source", [
+    "import numpy",
+    "from torch import nn",
+    "from ..backends import numpy_backend",
+    "from . import _nowhere",
+    "from .._nowhere import x",
+    "from ... import x",
+])
+def test_import_check_flags_other_modules(source):
+    # The check above must be able to fail: each of these is a module outside the
+    # standard library and the package.
+    assert not _imported_modules(source) <= _allowed_imports()
 
 
 def test_import_loads_no_framework():
