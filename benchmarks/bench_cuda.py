@@ -12,7 +12,7 @@ Two checks, one run:
 2. Bandwidth. On ``--params`` float32 parameters (default 100M, in 10 tensors) it
    measures the device-to-device copy bandwidth (bytes read + written per second), then
    times torch.optim (fused and foreach), ``rule.step`` and ``decay.torch.Optimizer``.
-   Each step moves a known number of bytes (shared/conventions.md: 12 per parameter for
+   Each step moves a known number of bytes (benchmarks/common.py BYTES: 12 per parameter for
    SGD with decay, 20 with momentum, 28 for Adam/AdamW); issue 8's target is that
    decay's SGD and AdamW steps reach >= 80% of the copy bandwidth. Timing: CUDA events
    around ``--chain`` back-to-back steps (as in a training loop, launch overhead overlaps

@@ -17,7 +17,8 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # The three layouts of issue 8: 10M float32 parameters in 10 and in 200 tensors, and
 # 1,000 tensors of 1,000 parameters (per-tensor overhead).
 LAYOUTS = {"10x1M": (10, 1_000_000), "200x50k": (200, 50_000), "1000x1k": (1000, 1_000)}
-# Bytes moved per float32 parameter per step (shared/conventions.md).
+# Bytes moved per float32 parameter per step: SGD reads θ and g and writes θ (12);
+# momentum adds the buffer read and written (20); Adam/AdamW two moments (28).
 BYTES = {"sgd": 12, "sgd_momentum": 20, "adamw": 28, "l2_value": 4}
 
 

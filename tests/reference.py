@@ -1,7 +1,8 @@
 """A NumPy float64 reference for decay's update rules and penalties.
 
-Written from the formulas in /work/shared/conventions.md and the docstrings of
-``decay.sgd``/``decay.adam``/``decay.adamw`` — not from decay's code — with plain
+Written from the frameworks' documented update formulas (torch.optim, Keras 3, the
+AdamW paper) and the docstrings of ``decay.sgd``/``decay.adam``/``decay.adamw`` — not
+from decay's code — with plain
 loops, one function per rule, so that the test suite's expected values never come
 from the code under test. Adam is written in the paper/optax form
 ``θ ← θ − lr_t·m̂/(√v̂ + ε)`` rather than PyTorch's factoring.

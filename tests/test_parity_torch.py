@@ -384,7 +384,7 @@ def test_adamw_unscaled_decay_equals_torch_adamw_with_wd_over_lr(schedule, nativ
 
 
 # ---------------------------------------------------------------------------------
-# The exact conversions of conventions.md.
+# The exact conversions between conventions (the README's conventions table).
 
 
 def _l2_penalty(lam):

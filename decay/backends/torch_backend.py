@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import operator
 import threading
+import weakref
 
 import numpy as np
 import torch
@@ -30,6 +32,14 @@ _IS_CPU = operator.attrgetter("is_cpu")
 _IS_SPARSE = operator.attrgetter("is_sparse")
 _IS_CONTIGUOUS = torch.Tensor.is_contiguous
 _FUSED_DTYPES = frozenset((torch.float32, torch.float64))
+_DEREF = weakref.ref.__call__
+_DTYPE_NAMES: dict = {}  # str(dtype) per call costs more than the update of a small tensor
+
+
+def _fused_layout(tensors) -> bool:
+    if not all(map(_IS_CONTIGUOUS, tensors)) or not set(map(_DTYPE, tensors)) <= _FUSED_DTYPES:
+        return False
+    return all(map(_IS_CPU, tensors)) or all(d.type in ("cpu", "cuda") for d in set(map(_DEVICE, tensors)))
 
 
 class TorchBackend(Backend):
@@ -45,7 +55,10 @@ class TorchBackend(Backend):
         return isinstance(x, torch.Tensor)
 
     def dtype_name(self, x) -> str:
-        return str(x.dtype).replace("torch.", "")
+        name = _DTYPE_NAMES.get(x.dtype)
+        if name is None:
+            name = _DTYPE_NAMES[x.dtype] = str(x.dtype).replace("torch.", "")
+        return name
 
     def device(self, x) -> str:
         return str(x.device)
@@ -190,15 +203,19 @@ class TorchBackend(Backend):
         """The fused kernels read memory in order: every tensor must be dense and
         contiguous (a transposed gradient would be read as another element's), on CPU
         or CUDA, float32/float64 (float16/bfloat16 keep float32 state, which the kernels
-        do not), and grads dense."""
-        tensors = [*params, *grads, *(x for column in slots.values() for x in column)]
-        if not all(map(_IS_CONTIGUOUS, tensors)) or any(map(_IS_SPARSE, grads)):
-            return False
-        if not set(map(_DTYPE, tensors)) <= _FUSED_DTYPES:
-            return False
-        if all(map(_IS_CPU, tensors)):
-            return True
-        return all(d.type in ("cpu", "cuda") for d in set(map(_DEVICE, tensors)))
+        do not), and grads dense. Params and slots that passed last time (the same
+        objects, as in a training loop) are not checked again; grads always are."""
+        kept = list(itertools.chain(params, *slots.values()))
+        # A few recent lists, held weakly: a model freed is not kept alive here.
+        trusted = self._local.__dict__.setdefault("trusted", [])
+        if not any(len(t) == len(kept) and all(map(operator.is_, map(_DEREF, t), kept)) for t in trusted):
+            if not _fused_layout(kept):
+                return False
+            trusted.insert(0, list(map(weakref.ref, kept)))
+            del trusted[4:]
+        return not any(map(_IS_SPARSE, grads)) and _fused_layout(grads) and set(map(_DTYPE, grads)) == set(
+            map(_DTYPE, params)
+        )
 
     def run_fused(self, call, params, grads, slots) -> None:
         """``torch.<call.kernel>(params, grads, *slot lists, [steps], **scalars)``, once

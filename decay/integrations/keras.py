@@ -386,7 +386,7 @@ class Optimizer(keras.optimizers.Optimizer):
         ``strategy.scope()``), in Keras's own pattern (its TFOptimizer): the replicas'
         gradients are summed (all-reduce), then one merge call leaves the replica
         threads; there the host call runs *once* per step and each mirrored variable is
-        updated on every device with :meth:`Rule.compute` (``extended.update``)."""
+        updated on every device by the engine (``extended.update``)."""
         strategy = tf.distribute.get_strategy()
         if tf.distribute.in_cross_replica_context():
             # apply_gradients called under strategy.scope() but outside strategy.run:

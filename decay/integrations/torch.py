@@ -73,6 +73,7 @@ class Optimizer(torch.optim.Optimizer):
         self.skipped_steps = 0
         self._decayed_cache = {}
         self._groups = {}  # id(group) -> (group, its values, validated hyperparameters)
+        self._parts_cache = None
         # Names by parameter identity, for masks when params arrive unnamed (e.g. the
         # shards ZeroRedundancyOptimizer hands out): names=dict(model.named_parameters()).
         self._names = {}
@@ -160,12 +161,15 @@ class Optimizer(torch.optim.Optimizer):
             return loss
         states = self._states_for(params, hypers, group_of)
         steps = [s["step"] for s in states]
+        uniform = steps.count(steps[0]) == len(steps)
         names = sorted({n for h in hypers for n in self.rule.slot_names(h)})
         columns = {n: [s.get(n) for s in states] for n in names}
         skipped, _, columns = engine.step(
             self.rule, self._backend, params, grads, columns, groups=hypers, group_of=group_of,
-            decayed=decayed, steps=steps[0] if steps.count(steps[0]) == len(steps) else steps,
-            names=[f"param {i}" for i in range(len(params))], fast=self.rule.use_fast_path,
+            decayed=decayed, steps=steps[0] if uniform else steps,
+            parts=self._parts(params, hypers, group_of, decayed) if uniform else None,
+            names=[f"param {i}" for i in range(len(params))] if self.rule.on_nonfinite != "apply" else (),
+            fast=self.rule.use_fast_path,
         )
         if skipped:
             self.skipped_steps += 1
@@ -177,6 +181,16 @@ class Optimizer(torch.optim.Optimizer):
         for state in states:
             state["step"] += 1
         return loss
+
+    def _parts(self, params, hypers, group_of, decayed):
+        """The engine's partition of these parameters, remembered while the same
+        parameters (with grads) and the same validated groups come back."""
+        key = (tuple(map(id, params)), tuple(map(id, hypers)))
+        cached = self._parts_cache
+        if cached is None or cached[0] != key:
+            dtypes = [self._backend.dtype_name(p) for p in params]
+            cached = self._parts_cache = (key, engine.partition(self.rule, hypers, group_of, decayed, dtypes)[0])
+        return cached[1]
 
     def _states_for(self, params, hypers, group_of) -> list:
         """The parameters' states, each created on first use (zero slots, step 0)."""
