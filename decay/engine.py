@@ -21,6 +21,7 @@ sits for a part) and :class:`FusedCall` (a native kernel call a rule declares).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -181,10 +182,11 @@ def update(rule, ops, plan: DecayPlan, h: Hyper, params: list, grads: list, slot
 def _run_part(rule, backend, part: Part, h: Hyper, t, params, grads, slots, fast) -> None:
     if fast and backend.has_fused and part.compute is None:
         call = rule.fused(h, part.plan, t)
-        if call is not None and backend.fused_ready(params, grads, slots):
+        ready = None if call is None else backend.fused_ready(params, grads, slots)
+        if ready is not None:
             if not call.includes_decay:
                 grads = apply_decay(backend, part.plan, h, params, grads)
-            backend.run_fused(call, params, grads, slots)
+            backend.run_fused(call, ready, params, grads, slots)
             return
 
     def run(p, g, s):
@@ -216,7 +218,8 @@ def _body(rule, backend, parts, hypers, steps, params: list, grads: list, column
         if dtypes is not None:
             p = [backend.cast(x, dtype) for x, dtype in zip(p, dtypes)]
         if index is None:
-            params[:] = p  # a no-op list copy for in-place backends
+            if p is not params:
+                params[:] = p
         else:
             for j, i in enumerate(index):
                 params[i] = p[j]
@@ -241,8 +244,9 @@ def run(rule, backend, parts, hypers, params, grads, columns: dict, *, steps=0, 
             return list(params), columns
     work = backend.read_all(params)  # the params themselves where they can be written in place
     _body(rule, backend, parts, hypers, steps, work, grads, columns, fast)
-    out = [p if w is p else backend.write(p, w) for p, w in zip(params, work)]
-    return out, columns
+    if all(map(operator.is_, work, params)):  # all written in place
+        return list(params), columns
+    return [p if w is p else backend.write(p, w) for p, w in zip(params, work)], columns
 
 
 def step(rule, backend, params, grads, columns, *, groups, group_of, decayed, steps, names, parts=None,

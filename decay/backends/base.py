@@ -143,13 +143,15 @@ class Backend(Ops):
         blocks); the result must be the same."""
         fn(params, grads, slots)
 
-    def fused_ready(self, params, grads, slots) -> bool:
+    def fused_ready(self, params, grads, slots):
         """Whether a declared kernel may run on these lists (dtypes, devices, memory
-        layouts it reads correctly); False makes the engine run the rule's definition."""
-        return False
+        layouts it reads correctly): an opaque plan for :meth:`run_fused`, or None,
+        which makes the engine run the rule's definition."""
+        return None
 
-    def run_fused(self, call, params, grads, slots) -> None:
-        """Call the framework kernel ``call`` (a :class:`decay.engine.FusedCall`)."""
+    def run_fused(self, call, ready, params, grads, slots) -> None:
+        """Call the framework kernel ``call`` (a :class:`decay.engine.FusedCall`) as
+        planned by :meth:`fused_ready`."""
         raise NotImplementedError
 
     def run_compiled(self, owner, structure, traced, params, grads, columns, values) -> bool:

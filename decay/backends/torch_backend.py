@@ -29,7 +29,6 @@ _DTYPE_DEVICE = operator.attrgetter("dtype", "device")
 _DTYPE = operator.attrgetter("dtype")
 _DEVICE = operator.attrgetter("device")
 _IS_CPU = operator.attrgetter("is_cpu")
-_IS_SPARSE = operator.attrgetter("is_sparse")
 _IS_CONTIGUOUS = torch.Tensor.is_contiguous
 _FUSED_DTYPES = frozenset((torch.float32, torch.float64))
 _DEREF = weakref.ref.__call__
@@ -40,6 +39,18 @@ def _fused_layout(tensors) -> bool:
     if not all(map(_IS_CONTIGUOUS, tensors)) or not set(map(_DTYPE, tensors)) <= _FUSED_DTYPES:
         return False
     return all(map(_IS_CPU, tensors)) or all(d.type in ("cpu", "cuda") for d in set(map(_DEVICE, tensors)))
+
+
+def _split_by_kind(params) -> list:
+    """Index lists of params by (dtype, device): [None] when they share one."""
+    dtypes = set(map(_DTYPE, params))
+    devices = {torch.device("cpu")} if all(map(_IS_CPU, params)) else set(map(_DEVICE, params))
+    if len(dtypes) == 1 and len(devices) == 1:
+        return [None]
+    by_kind = {}
+    for i, p in enumerate(params):
+        by_kind.setdefault(_DTYPE_DEVICE(p), []).append(i)
+    return list(by_kind.values())
 
 
 class TorchBackend(Backend):
@@ -199,38 +210,34 @@ class TorchBackend(Backend):
     # -- declared kernels: torch's fused optimizer kernels -------------------------------
     has_fused = True
 
-    def fused_ready(self, params, grads, slots) -> bool:
+    def fused_ready(self, params, grads, slots):
         """The fused kernels read memory in order: every tensor must be dense and
         contiguous (a transposed gradient would be read as another element's), on CPU
         or CUDA, float32/float64 (float16/bfloat16 keep float32 state, which the kernels
-        do not), and grads dense. Params and slots that passed last time (the same
-        objects, as in a training loop) are not checked again; grads always are."""
+        do not). Params and slots that passed before (the same objects, as in a
+        training loop) are not checked again; grads, whose shape, dtype and device the
+        callers have matched with the params', are checked for layout every step.
+        Returns how to split the lists into calls (one per dtype and device), or None."""
         kept = list(itertools.chain(params, *slots.values()))
         # A few recent lists, held weakly: a model freed is not kept alive here.
         trusted = self._local.__dict__.setdefault("trusted", [])
-        if not any(len(t) == len(kept) and all(map(operator.is_, map(_DEREF, t), kept)) for t in trusted):
-            if not _fused_layout(kept):
-                return False
-            trusted.insert(0, list(map(weakref.ref, kept)))
-            del trusted[4:]
-        return not any(map(_IS_SPARSE, grads)) and _fused_layout(grads) and set(map(_DTYPE, grads)) == set(
-            map(_DTYPE, params)
-        )
-
-    def run_fused(self, call, params, grads, slots) -> None:
-        """``torch.<call.kernel>(params, grads, *slot lists, [steps], **scalars)``, once
-        per (dtype, device): the kernels take one of each per call."""
-        kernel = getattr(torch, call.kernel)
-        dtypes = set(map(_DTYPE, params))
-        devices = {torch.device("cpu")} if all(map(_IS_CPU, params)) else set(map(_DEVICE, params))
-        if len(dtypes) == 1 and len(devices) == 1:
-            parts = [None]
+        for refs, split in trusted:
+            if len(refs) == len(kept) and all(map(operator.is_, map(_DEREF, refs), kept)):
+                break
         else:
-            by_kind = {}
-            for i, p in enumerate(params):
-                by_kind.setdefault(_DTYPE_DEVICE(p), []).append(i)
-            parts = list(by_kind.values())
-        for index in parts:
+            if not _fused_layout(kept):
+                return None
+            split = _split_by_kind(params)
+            trusted.insert(0, (list(map(weakref.ref, kept)), split))
+            del trusted[4:]
+        # (a sparse gradient reports itself not contiguous: no kernel for it either)
+        return split if all(map(_IS_CONTIGUOUS, grads)) else None
+
+    def run_fused(self, call, ready, params, grads, slots) -> None:
+        """``torch.<call.kernel>(params, grads, *slot lists, [steps], **scalars)``, once
+        per (dtype, device) as ``ready`` (from :meth:`fused_ready`) splits them."""
+        kernel = getattr(torch, call.kernel)
+        for index in ready:
             pick = (lambda xs: xs) if index is None else (lambda xs: [xs[i] for i in index])
             ps = pick(params)
             lists = [pick(slots[name]) if name else [] for name in call.slots]
