@@ -1,4 +1,4 @@
-"""decay.models: NumPy models with hand-written gradients, and what decay does to them.
+"""decay.app.models (decay.models): NumPy models with hand-written gradients, and what decay does to them.
 
 Expected values come from outside the code under test:
 
@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 import torch
 
 import decay
-import decay.models
-from decay.models import MLP, LinearRegression, LogisticRegression, batches, fit
+import decay.app.models
+from decay.app.models import MLP, LinearRegression, LogisticRegression, batches, fit
 from decay.tolerances import assert_close
 
 N = 32
@@ -404,5 +404,5 @@ def test_decay_bounds_logistic_weights_on_separable_data(seed, n, margin, angle,
 
 
 def test_docstring_examples():
-    result = doctest.testmod(decay.models, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(decay.app.models, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

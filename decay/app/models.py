@@ -36,7 +36,7 @@ it, and predictions and gradients come back in it.
 Example::
 
     >>> import numpy as np, decay
-    >>> from decay.models import LinearRegression, fit
+    >>> from decay.app.models import LinearRegression, fit
     >>> X = np.random.default_rng(0).normal(size=(64, 3))
     >>> y = X @ np.array([1.0, -2.0, 0.5]) + 0.3
     >>> model = LinearRegression(3)
@@ -52,10 +52,10 @@ import numbers
 
 import numpy as np
 
-from .errors import DecayError
-from .masks import resolve_mask
-from .penalties import Penalty
-from .rules.base import Rule
+from ..errors import DecayError
+from ..masks import resolve_mask
+from ..penalties import Penalty
+from ..rules import Rule
 
 TASKS = ("regression", "binary", "multiclass")
 ACTIVATIONS = ("tanh", "relu")

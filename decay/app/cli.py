@@ -16,9 +16,9 @@ import sys
 import numpy as np
 
 from . import compare, datasets, example
-from .backends import available_backends
-from .errors import DecayError
-from .tolerances import relative_error, rtol
+from ..backends import available_backends
+from ..errors import DecayError
+from ..tolerances import relative_error, rtol
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,7 +95,7 @@ def _cmd_sweep(args) -> int:
 
 # -- convert ---------------------------------------------------------------------------------------
 def _cmd_convert(args) -> int:
-    from .convert import rule_from_settings, to_native
+    from ..convert import rule_from_settings, to_native
 
     rule = rule_from_settings(
         args.source, args.optimizer, lr=args.lr, momentum=args.momentum, dampening=args.dampening,

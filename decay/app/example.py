@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends import get_backend
-from .penalties import L2
-from .rules import sgd
+from ..backends import get_backend
+from ..penalties import L2
+from ..rules import sgd
 
 X0 = (1.0, 2.0, 3.0)
 LAM = 0.1

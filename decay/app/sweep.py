@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from . import compare, datasets
-from .backends import get_backend
-from .errors import DecayError
+from ..backends import get_backend
+from ..errors import DecayError
 from .models import batches
 
 SCHEMA = "decay.sweep/1"

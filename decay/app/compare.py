@@ -16,13 +16,14 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from . import datasets, schedules
-from .backends import available_backends, get_backend
-from .errors import DecayError
+from .. import schedules
+from . import datasets
+from ..backends import available_backends, get_backend
+from ..errors import DecayError
 from .models import MLP, LinearRegression, LogisticRegression, batches
-from .penalties import L2
-from .rules import adam, sgd
-from .tolerances import relative_error, rtol
+from ..penalties import L2
+from ..rules import adam, sgd
+from ..tolerances import relative_error, rtol
 
 MODELS = ("mlp", "linear", "logistic")
 OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov")
@@ -264,7 +265,7 @@ def _train_numpy(model, params0, rule, penalty, data, order, dtype, progress, re
 def _train_torch(model, params0, rule, penalty, data, order, dtype, progress, native=None, hidden=None):
     import torch
 
-    from .penalties import regularized_loss
+    from ..penalties import regularized_loss
 
     X = torch.tensor(data.X_train.astype(dtype))
     y = _targets(model, data.y_train, len(data.y_train))
@@ -295,7 +296,7 @@ def _train_torch(model, params0, rule, penalty, data, order, dtype, progress, na
 def _train_tensorflow(model, params0, rule, penalty, data, order, dtype, progress, native=None, hidden=None):
     import tensorflow as tf
 
-    from .penalties import regularized_loss
+    from ..penalties import regularized_loss
 
     X = tf.constant(data.X_train.astype(dtype))
     y = _targets(model, data.y_train, len(data.y_train))
@@ -408,7 +409,7 @@ def _replay(model, params0, rule, penalty, data, order, dtype, backends) -> floa
 
 
 def _native_conversions(rule, backends):
-    from .convert import to_native
+    from ..convert import to_native
 
     out = []
     for framework, backend in (("torch", "torch"), ("keras", "tensorflow")):
