@@ -118,6 +118,32 @@ def test_loss_grads_and_predictions_match_torch(key, dtype):
 
 
 @pytest.mark.parametrize("key", list(MODELS))
+def test_one_model_definition_on_every_backend(key, backend):
+    """The model is written once: on PyTorch and TensorFlow autodiff of that loss gives
+    the NumPy backpropagation (itself checked against torch.nn above), and fit trains
+    in the params' framework to the same weights."""
+    model = MODELS[key]
+    params, X, y = problem(model)
+    native = {k: backend.tensor(v) for k, v in params.items()}
+    loss, grads = model.loss_and_grads(native, X, y)
+    ref_loss, ref_grads = model.loss_and_grads(params, X, y)
+    assert_close(loss, ref_loss, "float64", what=f"{key} loss on {backend.name}")
+    assert_close(model.loss(native, X, y), ref_loss, "float64", what=f"{key} loss() on {backend.name}")
+    for name in params:
+        assert_close(backend.to_numpy(grads[name]), ref_grads[name], "float64", what=f"{key} grad {name}")
+    assert_close(backend.to_numpy(model.predict(native, X)), model.predict(params, X), "float64")
+
+    steps, rule, penalty = 20, decay.sgd(0.1, momentum=0.9), decay.L2(0.01)
+    trained, losses = fit(model, native, rule, X, y, steps, batch_size=8, penalty=penalty)
+    ref_trained, ref_losses = fit(model, params, rule, X, y, steps, batch_size=8, penalty=penalty)
+    assert_close(losses, ref_losses, "float64", steps, what=f"{key} losses on {backend.name}")
+    for name in params:
+        assert decay.get_backend(trained[name]) is backend
+        assert_close(backend.to_numpy(trained[name]), ref_trained[name], "float64", steps, what=name)
+        assert np.array_equal(backend.to_numpy(native[name]), params[name])  # the caller's are untouched
+
+
+@pytest.mark.parametrize("key", list(MODELS))
 def test_grads_match_finite_differences(key):
     model = MODELS[key]
     params, X, y = problem(model, seed=1)
