@@ -16,10 +16,10 @@ import sys
 
 import numpy as np
 
-from . import compare, datasets, example
-from ..backends import available_backends
+from .. import available_backends
 from ..errors import DecayError
 from ..tolerances import relative_error, rtol
+from . import compare, datasets, example, plots
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +97,7 @@ def _cmd_compare(args) -> int:
     if args.report:
         _write_json(args.report, result.to_json())
     if args.plot:
-        compare.plot(result, args.plot)
+        plots.compare(result, args.plot)
     return 0 if result.agree else 1
 
 
@@ -109,7 +109,7 @@ def _cmd_sweep(args) -> int:
     if args.report:
         _write_json(args.report, result.to_json())
     if args.plot:
-        sweep.plot(result, args.plot)
+        plots.sweep(result, args.plot)
     return 0
 
 
