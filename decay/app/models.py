@@ -184,8 +184,7 @@ class DenseModel:
     def _loss(self, z, y, ops):
         """The mean loss of the raw output ``z``, a native scalar."""
         if self.task == "regression":
-            residual = z - y
-            return ops.mean(residual * residual)
+            return ops.mean(ops.square(z - y))
         if self.task == "binary":
             # log(1 + e^z) − y·z = −[y·log σ(z) + (1 − y)·log(1 − σ(z))], without overflow.
             return ops.mean(ops.softplus(z) - y * z)
