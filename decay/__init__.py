@@ -4,7 +4,7 @@
 used (by name, or because its tensors are passed in).
 """
 
-from . import checkpoint, distributed, masks, models, schedules
+from . import checkpoint, distributed, masks, schedules
 from .backends import available_backends, get_backend, known_backends
 from .convert import from_native, to_native
 from .errors import DecayError
@@ -13,8 +13,14 @@ from .rules import Rule, RuleState, adam, adamw, normalized_weight_decay, sgd
 
 __version__ = "0.1.0"
 
-# Integrations that import a framework: loaded when first touched (decay.torch, decay.keras).
-_LAZY = {"torch": "decay.integrations.torch", "keras": "decay.integrations.keras"}
+# Loaded when first touched: the integrations import a framework (decay.torch,
+# decay.keras), and decay.models belongs to the command-line program (decay.app), which
+# the library itself never needs.
+_LAZY = {
+    "torch": "decay.integrations.torch",
+    "keras": "decay.integrations.keras",
+    "models": "decay.app.models",
+}
 
 
 def __getattr__(name):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import decay
-from decay import datasets
-from decay.models import MLP, fit
-from decay.sweep import fold_indices
+from decay.app import datasets
+from decay.app.models import MLP, fit
+from decay.app.sweep import fold_indices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

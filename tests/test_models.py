@@ -1,4 +1,4 @@
-"""decay.models: NumPy models with hand-written gradients, and what decay does to them.
+"""decay.app.models (decay.models): NumPy models with hand-written gradients, and what decay does to them.
 
 Expected values come from outside the code under test:
 
@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 import torch
 
 import decay
-import decay.models
-from decay.models import MLP, LinearRegression, LogisticRegression, batches, fit
+import decay.app.models
+from decay.app.models import MLP, LinearRegression, LogisticRegression, batches, fit
 from decay.tolerances import assert_close
 
 N = 32
@@ -115,6 +115,32 @@ def test_loss_grads_and_predictions_match_torch(key, dtype):
         assert_close(grads[name], ref_grads[name], dtype, k, what=f"{key} grad {name} vs autograd")
     assert_close(model.forward(params, X), ref_z, dtype, k, what=f"{key} forward")
     assert_close(model.predict(params, X), ref_pred, dtype, k, what=f"{key} predict")
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_one_model_definition_on_every_backend(key, backend):
+    """The model is written once: on PyTorch and TensorFlow autodiff of that loss gives
+    the NumPy backpropagation (itself checked against torch.nn above), and fit trains
+    in the params' framework to the same weights."""
+    model = MODELS[key]
+    params, X, y = problem(model)
+    native = {k: backend.tensor(v) for k, v in params.items()}
+    loss, grads = model.loss_and_grads(native, X, y)
+    ref_loss, ref_grads = model.loss_and_grads(params, X, y)
+    assert_close(loss, ref_loss, "float64", what=f"{key} loss on {backend.name}")
+    assert_close(model.loss(native, X, y), ref_loss, "float64", what=f"{key} loss() on {backend.name}")
+    for name in params:
+        assert_close(backend.to_numpy(grads[name]), ref_grads[name], "float64", what=f"{key} grad {name}")
+    assert_close(backend.to_numpy(model.predict(native, X)), model.predict(params, X), "float64")
+
+    steps, rule, penalty = 20, decay.sgd(0.1, momentum=0.9), decay.L2(0.01)
+    trained, losses = fit(model, native, rule, X, y, steps, batch_size=8, penalty=penalty)
+    ref_trained, ref_losses = fit(model, params, rule, X, y, steps, batch_size=8, penalty=penalty)
+    assert_close(losses, ref_losses, "float64", steps, what=f"{key} losses on {backend.name}")
+    for name in params:
+        assert decay.get_backend(trained[name]) is backend
+        assert_close(backend.to_numpy(trained[name]), ref_trained[name], "float64", steps, what=name)
+        assert np.array_equal(backend.to_numpy(native[name]), params[name])  # the caller's are untouched
 
 
 @pytest.mark.parametrize("key", list(MODELS))
@@ -404,5 +430,5 @@ def test_decay_bounds_logistic_weights_on_separable_data(seed, n, margin, angle,
 
 
 def test_docstring_examples():
-    result = doctest.testmod(decay.models, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(decay.app.models, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

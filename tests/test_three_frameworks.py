@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import decay
-from decay.models import MLP, fit
+from decay.app.models import MLP, fit
 from decay.tolerances import relative_error
 
 N, FEATURES, HIDDEN, BATCH, STEPS = 64, 5, 8, 16, 200

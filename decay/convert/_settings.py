@@ -37,7 +37,10 @@ def rule_from_settings(framework, optimizer, *, lr, momentum=0.0, dampening=0.0,
         return sgd(lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                    weight_decay=weight_decay, decoupled=framework == "keras")
     if momentum or dampening or nesterov:
-        raise DecayError(f"--momentum, --dampening and --nesterov are SGD settings; {optimizer} has none.")
+        raise DecayError(
+            f"`momentum`, `dampening` and `nesterov` are SGD settings; {optimizer} has none. "
+            f"Received: momentum={momentum!r}, dampening={dampening!r}, nesterov={nesterov!r}."
+        )
     keras = framework == "keras"
     kwargs = dict(betas=betas or (0.9, 0.999), eps=(1e-7 if keras else 1e-8) if eps is None else eps,
                   weight_decay=weight_decay, amsgrad=amsgrad, epsilon_hat=keras)

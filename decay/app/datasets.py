@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import DecayError
+from ..errors import DecayError
 
 DEGREE = 12  # polynomial features of the built-in data set
 
@@ -35,7 +35,7 @@ def _sine():
     """20 noisy samples of sin(πx) with polynomial features x, x², …, x¹²: a model
     with this many features interpolates the noise unless it is regularized — the
     textbook picture of overfitting (Bishop, PRML §1.1)."""
-    text = importlib.resources.files("decay").joinpath("data/sine.csv").read_text(encoding="utf-8")
+    text = importlib.resources.files(__package__).joinpath("data/sine.csv").read_text(encoding="utf-8")
     rows = [line.split(",") for line in text.splitlines() if line and not line.startswith(("#", "split"))]
     split = np.array([r[0] for r in rows])
     x = np.array([float(r[1]) for r in rows])

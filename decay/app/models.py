@@ -1,5 +1,8 @@
-"""Small models in plain NumPy with hand-written gradients, so decay trains without a
-framework: linear regression, logistic regression and a multilayer perceptron.
+"""Small models, written once, that train on NumPy, PyTorch and TensorFlow: linear
+regression, logistic regression and a multilayer perceptron. On NumPy the gradients
+are backpropagated by hand, so decay trains without any framework; on PyTorch and
+TensorFlow the same loss is differentiated by the framework's autodiff (the few
+functions that takes are in :mod:`decay.app.ops`). ``decay.models`` is this module.
 
 Every model is a stack of dense layers ``z = a @ W + b`` followed by a loss, with the
 parameters in a flat dict named the way Keras names them:
@@ -30,13 +33,13 @@ Kernels start Glorot-uniform, U(−√(6/(in+out)), +√(6/(in+out))) (Keras's d
 every dtype (up to rounding). PyTorch and Keras draw differently: copy these values
 into them to compare.
 
-The arithmetic runs in the parameters' dtype (float32 or float64): inputs are cast to
-it, and predictions and gradients come back in it.
+The arithmetic runs in the parameters' framework and dtype (float32 or float64):
+inputs (NumPy arrays) are cast to it, and predictions and gradients come back in it.
 
 Example::
 
     >>> import numpy as np, decay
-    >>> from decay.models import LinearRegression, fit
+    >>> from decay.app.models import LinearRegression, fit
     >>> X = np.random.default_rng(0).normal(size=(64, 3))
     >>> y = X @ np.array([1.0, -2.0, 0.5]) + 0.3
     >>> model = LinearRegression(3)
@@ -52,10 +55,12 @@ import numbers
 
 import numpy as np
 
-from .errors import DecayError
-from .masks import resolve_mask
-from .penalties import Penalty
-from .rules.base import Rule
+from ..backends import backend_of_tensors
+from ..errors import DecayError
+from ..masks import resolve_mask
+from ..penalties import Penalty
+from ..rules import Rule
+from .ops import ops_for
 
 TASKS = ("regression", "binary", "multiclass")
 ACTIVATIONS = ("tanh", "relu")
@@ -117,40 +122,88 @@ class DenseModel:
             params[f"{name}/bias"] = np.zeros(fan_out, dtype=dtype)
         return params
 
-    # -- the computation ------------------------------------------------------------
-    def forward(self, params, X) -> np.ndarray:
-        """The last layer's raw output, shape (n, units): predictions for regression,
-        logits for classification."""
-        params, dtype = self._check_params(params)
-        X = self._check_X(X, dtype)
-        return self._forward(params, X)[0][-1]
+    # -- the computation, written once for every framework ------------------------------
+    def forward(self, params, X):
+        """The last layer's raw output, shape (n, units), in the params' framework:
+        predictions for regression, logits for classification."""
+        params, ops, dtype = self._check_params(params)
+        X = ops.constant(self._check_X(X, dtype), _first(params))
+        return self._forward(params, X, ops)[0][-1]
 
-    def predict(self, params, X) -> np.ndarray:
+    def predict(self, params, X):
         """Regression: the outputs, (n, n_outputs). Binary: P(y = 1) = sigmoid(logit),
         (n, n_outputs). Multiclass: softmax probabilities, (n, n_classes)."""
         z = self.forward(params, X)
+        ops = ops_for(z)
         if self.task == "binary":
-            return _sigmoid(z)
+            return _sigmoid(z, ops)
         if self.task == "multiclass":
-            return np.exp(z - _logsumexp(z))
+            return ops.exp(z - ops.logsumexp(z))
         return z
 
     def loss(self, params, X, y) -> float:
         """The mean loss of the task (see the module docstring), as a Python float."""
-        params, dtype = self._check_params(params)
-        X = self._check_X(X, dtype)
-        y = self._check_y(y, X.shape[0], dtype)
-        z = self._forward(params, X)[0][-1]
-        return float(self._loss_and_dz(z, y, need_grad=False)[0])
+        params, ops, dtype = self._check_params(params)
+        X, y = self._data(X, y, dtype, ops, params)
+        with ops.backend.no_grad():
+            return float(self._loss(self._forward(params, X, ops)[0][-1], y, ops))
 
     def loss_and_grads(self, params, X, y):
         """``(loss, grads)``: the loss as a Python float and its gradient with respect to
-        every parameter (same names, shapes and dtype), by backpropagation."""
-        params, dtype = self._check_params(params)
-        X = self._check_X(X, dtype)
-        y = self._check_y(y, X.shape[0], dtype)
-        outputs, pre = self._forward(params, X)
-        loss, dz = self._loss_and_dz(outputs[-1], y, need_grad=True)
+        every parameter (same names, shapes and dtype, in the params' framework): by the
+        backpropagation written here on NumPy, by autograd or ``tf.GradientTape`` on
+        PyTorch and TensorFlow."""
+        params, ops, dtype = self._check_params(params)
+        X, y = self._data(X, y, dtype, ops, params)
+        loss, grads = self._loss_and_grads(params, X, y, ops)
+        return float(loss), grads
+
+    def _loss_and_grads(self, params, X, y, ops):
+        """:meth:`loss_and_grads` on checked, converted inputs, the loss still native
+        (what :func:`fit` calls every step)."""
+        if ops.value_and_grad is None:
+            return self._backprop(params, X, y, ops)
+        return ops.value_and_grad(lambda p: self._loss(self._forward(p, X, ops)[0][-1], y, ops), params)
+
+    def _forward(self, params, X, ops):
+        """Every layer's input (X, then each hidden activation, then the raw output) and
+        every hidden layer's pre-activation, which backprop needs."""
+        outputs, pre = [X], []
+        a = X
+        last = len(self.layer_names) - 1
+        for index, name in enumerate(self.layer_names):
+            z = a @ params[f"{name}/kernel"] + params[f"{name}/bias"]
+            if index < last:
+                pre.append(z)
+                a = ops.tanh(z) if self.activation == "tanh" else ops.relu(z)
+            else:
+                a = z
+            outputs.append(a)
+        return outputs, pre
+
+    def _loss(self, z, y, ops):
+        """The mean loss of the raw output ``z``, a native scalar."""
+        if self.task == "regression":
+            return ops.mean(ops.square(z - y))
+        if self.task == "binary":
+            # log(1 + e^z) − y·z = −[y·log σ(z) + (1 − y)·log(1 − σ(z))], without overflow.
+            return ops.mean(ops.softplus(z) - y * z)
+        return ops.mean(ops.logsumexp(z)[:, 0] - ops.pick(z, y))
+
+    def _backprop(self, params, X, y, ops):
+        """NumPy's ``(loss, grads)``, by hand: NumPy has no autodiff."""
+        outputs, pre = self._forward(params, X, ops)
+        z = outputs[-1]
+        # The gradient of _loss with respect to z.
+        if self.task == "regression":
+            dz = (z - y) * (2.0 / z.size)
+        elif self.task == "binary":
+            dz = (_sigmoid(z, ops) - y) / z.size
+        else:
+            dz = ops.exp(z - ops.logsumexp(z))
+            dz[np.arange(z.shape[0]), y] -= 1
+            dz /= z.shape[0]
+        dz = dz.astype(z.dtype, copy=False)
         grads = {}
         for index in reversed(range(len(self.layer_names))):
             name = self.layer_names[index]
@@ -165,49 +218,13 @@ class DenseModel:
                 dz = da * (1 - a_in * a_in)
             else:
                 dz = da * (pre[index - 1] > 0)  # 0 at z = 0, as torch.relu's backward
-        ordered = {name: grads[name].astype(dtype, copy=False) for name in self.param_shapes()}
-        return float(loss), ordered
-
-    def _forward(self, params, X):
-        """Every layer's input (X, then each hidden activation, then the raw output) and
-        every hidden layer's pre-activation, which backprop needs."""
-        outputs, pre = [X], []
-        a = X
-        last = len(self.layer_names) - 1
-        for index, name in enumerate(self.layer_names):
-            z = a @ params[f"{name}/kernel"] + params[f"{name}/bias"]
-            if index < last:
-                pre.append(z)
-                a = np.tanh(z) if self.activation == "tanh" else np.maximum(z, 0)
-            else:
-                a = z
-            outputs.append(a)
-        return outputs, pre
-
-    def _loss_and_dz(self, z, y, need_grad):
-        """The mean loss and its gradient with respect to the raw output ``z``."""
-        n = z.shape[0]
-        if self.task == "regression":
-            residual = z - y
-            loss = np.mean(residual * residual)
-            dz = residual * (2.0 / residual.size) if need_grad else None
-        elif self.task == "binary":
-            # log(1 + e^z) − y·z = −[y·log σ(z) + (1 − y)·log(1 − σ(z))], without overflow.
-            loss = np.mean(np.logaddexp(0, z) - y * z)
-            dz = (_sigmoid(z) - y) / z.size if need_grad else None
-        else:
-            lse = _logsumexp(z)
-            rows = np.arange(n)
-            loss = np.mean(lse[:, 0] - z[rows, y])
-            dz = None
-            if need_grad:
-                dz = np.exp(z - lse)
-                dz[rows, y] -= 1
-                dz /= n
-        return loss, (dz.astype(z.dtype, copy=False) if need_grad else None)
+        ordered = {name: grads[name].astype(z.dtype, copy=False) for name in self.param_shapes()}
+        return self._loss(z, y, ops), ordered
 
     # -- checks ------------------------------------------------------------------------
     def _check_params(self, params):
+        """``(params, the framework's ops, dtype name)``, checked: the names and shapes of
+        :meth:`param_shapes`, tensors of one framework, one float dtype."""
         expected = self.param_shapes()
         if not isinstance(params, dict):
             raise DecayError(
@@ -221,26 +238,28 @@ class DenseModel:
                 f"{self!r} expects params named {list(expected)}. Received names "
                 f"{list(params)}: missing {missing}, unknown {extra}."
             )
-        out, dtypes = {}, set()
+        out = {name: params[name] for name in expected}
+        backend = backend_of_tensors(out.items())
         for name, shape in expected.items():
-            value = params[name]
-            if not isinstance(value, np.ndarray):
-                raise DecayError(
-                    f"Parameter {name!r} must be a NumPy array. Received a {type(value).__name__}."
-                )
-            if value.shape != shape:
+            if backend.shape(out[name]) != shape:
                 raise DecayError(
                     f"Parameter {name!r} of {self!r} must have shape {shape}. "
-                    f"Received shape {value.shape}."
+                    f"Received shape {backend.shape(out[name])}."
                 )
-            dtypes.add(value.dtype.name)
-            out[name] = value
-        if len(dtypes) > 1 or not dtypes <= set(DTYPES):
+        dtypes = {k: backend.dtype_name(v) for k, v in out.items()}
+        if len(set(dtypes.values())) > 1 or not set(dtypes.values()) <= set(DTYPES):
             raise DecayError(
                 f"{self!r} needs every parameter in one dtype, float32 or float64. Received "
-                f"{ {k: v.dtype.name for k, v in out.items()} }. Cast them with .astype()."
+                f"{dtypes}. Cast them with .astype()."
             )
-        return out, dtypes.pop()
+        return out, ops_for(backend.name), dtypes[next(iter(expected))]
+
+    def _data(self, X, y, dtype, ops, params):
+        """X and y checked (as NumPy arrays) and converted to the params' framework."""
+        X = self._check_X(X, dtype)
+        y = self._check_y(y, X.shape[0], dtype)
+        like = _first(params)
+        return ops.constant(X, like), ops.constant(y, like)
 
     def _check_X(self, X, dtype):
         X = np.asarray(X)
@@ -390,18 +409,16 @@ def _check_dtype(dtype) -> str:
     return name
 
 
-def _sigmoid(z):
+def _sigmoid(z, ops):
     # exp(−log(1 + e^{−z})): no overflow for either sign of z.
-    return np.exp(-np.logaddexp(0, -z))
+    return ops.exp(-ops.softplus(-z))
 
 
-def _logsumexp(z):
-    m = np.max(z, axis=1, keepdims=True)
-    return m + np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))
+def _first(params):
+    return next(iter(params.values()))
 
 
-# ---------------------------------------------------------------------------------------
-# Training.
+# -- training -----------------------------------------------------------------------------
 
 
 def batches(n_samples: int, batch_size: int | None, steps: int, seed: int | None = None):
@@ -426,7 +443,8 @@ def batches(n_samples: int, batch_size: int | None, steps: int, seed: int | None
             done += 1
 
 
-def fit(model, params, rule, X, y, steps, batch_size=None, penalty=None, seed=None, *, penalty_mask=None):
+def fit(model, params, rule, X, y, steps, batch_size=None, penalty=None, seed=None, *, penalty_mask=None,
+        on_step=None):
     """Train ``model`` with ``rule`` for ``steps`` updates; returns ``(params, losses)``.
 
     Each step takes the next mini-batch (see :func:`batches`: in order when ``seed`` is
@@ -437,42 +455,56 @@ def fit(model, params, rule, X, y, steps, batch_size=None, penalty=None, seed=No
     decay mask, e.g. ``decay.masks.timm_default``) limits the penalty to some
     parameters, as Keras's ``kernel_regularizer``; by default it covers all.
 
+    ``params`` may be NumPy arrays, torch tensors or TensorFlow tensors/variables (one
+    framework): training runs in that framework, with its autodiff, and the trained
+    params come back in it. ``X`` and ``y`` are NumPy arrays. ``rule`` is a decay rule,
+    or any object with a rule's ``init(params)`` and ``step(params, grads, state)``.
+    ``on_step(t, loss, grads)``, when given, sees each step's loss and gradient (the
+    penalty's included) before the update.
+
     ``losses[t]`` is the batch's loss before update t (a float64 array of length
-    ``steps``). ``params`` is copied first: the caller's arrays are not modified."""
-    if not isinstance(model, DenseModel):
-        raise DecayError(
-            f"`model` must be a decay.models model (LinearRegression, LogisticRegression, MLP). "
-            f"Received a {type(model).__name__}."
-        )
-    if not isinstance(rule, Rule):
-        raise DecayError(
-            f"`rule` must be a decay update rule (decay.sgd, decay.adam, decay.adamw). "
-            f"Received: rule={rule!r}."
-        )
-    if penalty is not None and not isinstance(penalty, Penalty):
-        raise DecayError(
-            f"`penalty` must be a decay penalty (decay.L2, decay.L1, decay.ElasticNet) or None. "
-            f"Received: penalty={penalty!r}."
-        )
+    ``steps``). ``params`` is copied first: the caller's tensors are not modified."""
+    _check_fit_args(model, rule, penalty)
     steps = _positive_int("steps", steps, minimum=0)
-    params, dtype = model._check_params(params)
-    params = {k: v.copy() for k, v in params.items()}
-    X = model._check_X(X, dtype)
-    y = model._check_y(y, X.shape[0], dtype)
-    penalized = list(params)
+    params, ops, dtype = model._check_params(params)
+    X, y = model._data(X, y, dtype, ops, params)
+    params = {k: ops.trainable(v) for k, v in params.items()}
+    penalized = []
     if penalty is not None:
         decayed = resolve_mask(penalty_mask, list(params), list(params.values()))
         penalized = [k for k, keep in zip(params, decayed) if keep]
 
     state = rule.init(params)
     losses = np.empty(steps, dtype=np.float64)
-    for t, index in enumerate(batches(X.shape[0], batch_size, steps, seed)):
-        loss, grads = model.loss_and_grads(params, X[index], y[index])
-        if penalty is not None and penalized:
+    for t, index in enumerate(batches(ops.backend.shape(X)[0], batch_size, steps, seed)):
+        loss, grads = model._loss_and_grads(params, ops.take(X, index), ops.take(y, index), ops)
+        loss = float(loss)
+        if penalized:
             sub = {k: params[k] for k in penalized}
-            loss += float(penalty.penalty(sub))
+            with ops.backend.no_grad():
+                loss += float(penalty.penalty(sub))
             for k, g in penalty.grad(sub).items():
                 grads[k] = grads[k] + g
         losses[t] = loss
+        if on_step is not None:
+            on_step(t, loss, grads)
         params, state = rule.step(params, grads, state)
     return params, losses
+
+
+def _check_fit_args(model, rule, penalty):
+    if not isinstance(model, DenseModel):
+        raise DecayError(
+            f"`model` must be a decay.models model (LinearRegression, LogisticRegression, MLP). "
+            f"Received a {type(model).__name__}."
+        )
+    if not (isinstance(rule, Rule) or all(callable(getattr(rule, m, None)) for m in ("init", "step"))):
+        raise DecayError(
+            f"`rule` must be a decay update rule (decay.sgd, decay.adam, decay.adamw) or an object "
+            f"with its init(params) and step(params, grads, state). Received: rule={rule!r}."
+        )
+    if penalty is not None and not isinstance(penalty, Penalty):
+        raise DecayError(
+            f"`penalty` must be a decay penalty (decay.L2, decay.L1, decay.ElasticNet) or None. "
+            f"Received: penalty={penalty!r}."
+        )

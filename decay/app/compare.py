@@ -2,27 +2,27 @@
 weights and the same batches on every backend, with weight decay in one chosen place,
 and optionally each framework's own optimizer configured through the conversion.
 
-NumPy trains :mod:`decay.models` with hand-written gradients; PyTorch and TensorFlow
-compute the same loss with their own autodiff (autograd, ``tf.GradientTape``). All
-rows are evaluated the same way afterwards (NumPy float64 on the final weights), so
-the table compares training, not evaluation code.
+Every row trains through the library's own pieces: one model definition
+(:mod:`decay.app.models`, backpropagated by hand on NumPy and by autograd or
+``tf.GradientTape`` on the frameworks), its ``fit`` loop, the rule's ``init``/``step``
+and the penalty's ``grad``. All rows are evaluated the same way afterwards (NumPy
+float64 on the final weights), so the table compares training, not evaluation code.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from . import datasets, schedules
-from .backends import available_backends, get_backend
-from .errors import DecayError
-from .models import MLP, LinearRegression, LogisticRegression, batches
-from .penalties import L2
-from .rules import adam, sgd
-from .tolerances import relative_error, rtol
+from .. import L2, adam, available_backends, get_backend, schedules, sgd, to_native
+from ..errors import DecayError
+from ..tolerances import relative_error, rtol
+from . import datasets
+from .models import MLP, LinearRegression, LogisticRegression, fit
 
 MODELS = ("mlp", "linear", "logistic")
 OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov")
@@ -145,7 +145,9 @@ def build_rule(config: Config):
         momentum = 0.0 if config.optimizer == "sgd" else 0.9
         rule = sgd(lr, momentum=momentum, nesterov=config.optimizer == "nesterov",
                    weight_decay=rule_wd, decoupled=decoupled)
-    penalty = L2(wd / 2.0) if config.decay_mode == "loss" and wd > 0 else None
+    # In the loss: the L2 penalty whose coupled_weight_decay() is λ (its gradient is
+    # λθ). That is linear in the penalty's c, so c = λ / L2(1).coupled_weight_decay().
+    penalty = L2(wd / L2(1.0).coupled_weight_decay()) if config.decay_mode == "loss" and wd > 0 else None
     return rule, penalty
 
 
@@ -172,48 +174,7 @@ def validate(config: Config) -> None:
         raise DecayError(f"--seed must be >= 0. Received: {config.seed!r}.")
 
 
-# -- the loss in each framework, mirroring decay.models ---------------------------------------
-def _targets(model, y, n):
-    """y as the model's loss wants it: (n, units) floats, or integer labels."""
-    if model.task == "multiclass":
-        return y.astype(np.int64)
-    return y.reshape(n, -1)
-
-
-def _torch_loss(model, params, X, y):
-    import torch
-    import torch.nn.functional as F
-
-    a = X
-    last = len(model.layer_names) - 1
-    for index, name in enumerate(model.layer_names):
-        a = a @ params[f"{name}/kernel"] + params[f"{name}/bias"]
-        if index < last:
-            a = torch.tanh(a) if model.activation == "tanh" else torch.relu(a)
-    if model.task == "regression":
-        return torch.mean((a - y) ** 2)
-    if model.task == "binary":
-        return F.binary_cross_entropy_with_logits(a, y)
-    return F.cross_entropy(a, y)
-
-
-def _tf_loss(model, params, X, y):
-    import tensorflow as tf
-
-    a = X
-    last = len(model.layer_names) - 1
-    for index, name in enumerate(model.layer_names):
-        a = tf.matmul(a, params[f"{name}/kernel"]) + params[f"{name}/bias"]
-        if index < last:
-            a = tf.tanh(a) if model.activation == "tanh" else tf.nn.relu(a)
-    if model.task == "regression":
-        return tf.reduce_mean(tf.square(a - y))
-    if model.task == "binary":
-        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=a))
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=a))
-
-
-# -- training loops -----------------------------------------------------------------------------
+# -- training: models.fit on every backend ------------------------------------------------------
 class _Progress:
     """A one-line progress bar on stderr, only when stderr is a terminal."""
 
@@ -225,8 +186,8 @@ class _Progress:
     def start(self, label):
         self.label = label
 
-    def advance(self, n=1):
-        self.done += n
+    def advance(self, *_):  # also models.fit's on_step(t, loss, grads)
+        self.done += 1
         if self.enabled and (self.done % 25 == 0 or self.done == self.total):
             width = 30
             filled = int(width * self.done / self.total)
@@ -239,90 +200,49 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _train_numpy(model, params0, rule, penalty, data, order, dtype, progress, record=None):
-    """NumPy with hand-written gradients; ``record`` (a list) receives a copy of every
-    step's gradient, for :func:`_replay`."""
-    X = data.X_train.astype(dtype)
-    y = _targets(model, data.y_train, len(data.y_train))
-    y = y if model.task == "multiclass" else y.astype(dtype)
-    params = {k: v.copy() for k, v in params0.items()}
-    state = rule.init(params)
-    losses = []
-    for index in order:
-        loss, grads = model.loss_and_grads(params, X[index], y[index])
+def train(backend, model, params0, rule, penalty, data, config, on_step=None):
+    """:func:`decay.app.models.fit` on ``backend`` (a name) from the NumPy weights
+    ``params0``, on the training set with ``config``'s steps and batches: the model's
+    one loss, differentiated by hand on NumPy and by autodiff on the frameworks. Returns
+    the trained weights as NumPy arrays and the per-step losses."""
+    backend = get_backend(backend)
+    params = {k: backend.tensor(v) for k, v in params0.items()}
+    params, losses = fit(model, params, rule, data.X_train, data.y_train, config.steps,
+                         batch_size=config.batch_size, penalty=penalty, on_step=on_step)
+    return {k: backend.to_numpy(v) for k, v in params.items()}, losses.tolist()
+
+
+class _NativeOptimizer:
+    """A framework's own optimizer, built by decay's conversion, behind a rule's
+    init/step, so that its row trains through the same :func:`train` as decay's rows."""
+
+    def __init__(self, conversion):
+        self.conversion = conversion
+
+    def init(self, params):
+        if self.conversion.framework == "torch":
+            built = self.conversion.build(list(params.values()))
+        else:
+            built = self.conversion.build(params)  # by name, for a mask
+        return built if isinstance(built, tuple) else (built, None)  # torch: (optimizer, lr scheduler)
+
+    def step(self, params, grads, state):
+        optimizer, scheduler = state
+        penalty = self.conversion.penalty
         if penalty is not None:
-            loss += float(penalty.penalty(params))
+            # The conversion moved part of the decay into the loss (Keras: coupled decay
+            # is an L2 kernel regularizer). It is trained on but not reported, so the
+            # row's losses stay comparable with the decay rows'.
             grads = {k: grads[k] + g for k, g in penalty.grad(params).items()}
-        losses.append(float(loss))
-        if record is not None:
-            record.append({k: g.copy() for k, g in grads.items()})
-        params, state = rule.step(params, grads, state)
-        progress.advance()
-    return params, losses
-
-
-def _train_torch(model, params0, rule, penalty, data, order, dtype, progress, native=None, hidden=None):
-    import torch
-
-    from .penalties import regularized_loss
-
-    X = torch.tensor(data.X_train.astype(dtype))
-    y = _targets(model, data.y_train, len(data.y_train))
-    y = torch.tensor(y if model.task == "multiclass" else y.astype(dtype))
-    params = {k: torch.tensor(v, requires_grad=True) for k, v in params0.items()}
-    optimizer = native(list(params.values())) if native else None
-    state = None if native else rule.init(params)
-    losses = []
-    for index in order:
-        index = torch.as_tensor(index)
-        loss = _torch_loss(model, params, X[index], y[index])
-        if penalty is not None:
-            loss = regularized_loss(loss, params, penalty)
-        losses.append(float(loss.detach()))
-        if hidden is not None:  # decay moved into the loss by a conversion: not reported
-            loss = regularized_loss(loss, params, hidden)
-        if optimizer is not None:
-            optimizer.zero_grad()
-            loss.backward()
+        if self.conversion.framework == "torch":
+            for param, grad in zip(params.values(), grads.values()):
+                param.grad = grad
             optimizer.step()
         else:
-            grads = torch.autograd.grad(loss, list(params.values()))
-            params, state = rule.step(params, dict(zip(params, grads)), state)
-        progress.advance()
-    return {k: v.detach().numpy().copy() for k, v in params.items()}, losses
-
-
-def _train_tensorflow(model, params0, rule, penalty, data, order, dtype, progress, native=None, hidden=None):
-    import tensorflow as tf
-
-    from .penalties import regularized_loss
-
-    X = tf.constant(data.X_train.astype(dtype))
-    y = _targets(model, data.y_train, len(data.y_train))
-    y = tf.constant(y if model.task == "multiclass" else y.astype(dtype))
-    params = {k: tf.Variable(v) for k, v in params0.items()}
-    names, variables = list(params), list(params.values())
-    state = None if native else rule.init(params)
-    losses = []
-    for index in order:
-        with tf.GradientTape() as tape:
-            loss = _tf_loss(model, params, tf.gather(X, index), tf.gather(y, index))
-            if penalty is not None:
-                loss = regularized_loss(loss, variables, penalty)
-            reported = loss
-            if hidden is not None:  # decay moved into the loss by a conversion: not reported
-                loss = regularized_loss(loss, variables, hidden)
-        grads = tape.gradient(loss, variables)
-        losses.append(float(reported))
-        if native is not None:
-            native.apply_gradients(zip(grads, variables))
-        else:
-            params, state = rule.step(params, dict(zip(names, grads)), state)
-        progress.advance()
-    return {k: v.numpy().copy() for k, v in params.items()}, losses
-
-
-_TRAINERS = {"numpy": _train_numpy, "torch": _train_torch, "tensorflow": _train_tensorflow}
+            optimizer.apply_gradients(zip(grads.values(), params.values()))
+        if scheduler is not None:
+            scheduler.step()
+        return params, state
 
 
 # -- the job ----------------------------------------------------------------------------------------
@@ -338,61 +258,57 @@ def run(config: Config, progress: bool = True) -> Result:
     model = build_model(config, data)
     params0 = model.init_params(config.seed, config.dtype)
     rule, penalty = build_rule(config)
-    order = list(batches(len(data.y_train), config.batch_size, config.steps))
 
     conversions = _native_conversions(rule, backends) if config.natives else []
     bar = _Progress(config.steps * (len(backends) + len(conversions)), progress)
     rows = []
-    for name in backends:
-        bar.start(f"decay on {name}")
+    runs = [(name, "decay", f"decay.{rule.get_config()['rule']}", rule) for name in backends]
+    runs += [(name, "native", label, _NativeOptimizer(conversion)) for name, conversion, label in conversions]
+    for name, kind, label, optimizer in runs:
+        bar.start(label if kind == "native" else f"decay on {name}")
         start = time.perf_counter()
-        params, losses = _TRAINERS[name](model, params0, rule, penalty, data, order, config.dtype, bar)
-        elapsed = time.perf_counter() - start
-        rows.append(_row(name, "decay", _describe(rule), model, data, params, losses, elapsed, config.steps))
-    for framework, conversion, label in conversions:
-        bar.start(label)
-        start = time.perf_counter()
-        trainer = _train_torch if framework == "torch" else _train_tensorflow
-        native = conversion.build if framework == "torch" else conversion.build()
-        # A conversion may move decay into the loss (Keras: coupled decay becomes an L2
-        # kernel regularizer): the native row trains on it but reports the same loss as
-        # the decay rows, so the curves compare.
-        params, losses = trainer(model, params0, None, penalty, data, order, config.dtype, bar, native=native,
-                                 hidden=getattr(conversion, "penalty", None))
-        elapsed = time.perf_counter() - start
-        row = _row(framework, "native", label, model, data, params, losses, elapsed, config.steps)
-        row.exact = bool(conversion.exact)
-        row.note = conversion.reason or getattr(conversion, "note", None) or ""
+        params, losses = train(name, model, params0, optimizer, penalty, data, config, bar.advance)
+        row = _row(name, kind, label, model, data, params, losses, time.perf_counter() - start, config.steps)
+        if kind == "native":
+            row.exact = bool(optimizer.conversion.exact)
+            row.note = optimizer.conversion.reason or optimizer.conversion.note or ""
         rows.append(row)
     bar.close()
 
-    reference = rows[0]
-    tolerance = rtol(config.dtype, config.steps)
+    result = Result(config, rows, rows[0].backend, rtol(config.dtype, config.steps), True, data.description,
+                    model=model, data=data)
+    result.agree = _differences(rows, result.tolerance)
+    if data.raw is not None and config.weight_decay > 0:
+        plain_rule, _ = build_rule(replace(config, weight_decay=0.0))
+        result.undecayed, _ = train("numpy", model, params0, plain_rule, None, data, config)
+    if not result.agree:
+        result.replay_error = _replay(model, params0, rule, penalty, data, config, backends)
+    return result
+
+
+def _differences(rows, tolerance) -> bool:
+    """Fill in each row's difference to the first (the reference); whether every decay
+    row is within ``tolerance`` of it."""
+    reference = rows[0].params
+    flat_ref = np.concatenate([reference[k].ravel() for k in reference])
     agree = True
     for row in rows:
-        flat_ref = np.concatenate([reference.params[k].ravel() for k in reference.params])
-        flat = np.concatenate([row.params[k].ravel() for k in reference.params])
+        flat = np.concatenate([row.params[k].ravel() for k in reference])
         row.max_abs_diff = float(np.max(np.abs(flat - flat_ref)))
         row.relative_error = relative_error(flat, flat_ref)
         if row.kind == "decay" and not row.relative_error <= tolerance:
             agree = False
-    result = Result(config, rows, reference.backend, tolerance, agree, data.description, model=model, data=data)
-    if data.raw is not None and config.weight_decay > 0:
-        plain_rule, _ = build_rule(replace(config, weight_decay=0.0))
-        off = _Progress(1, False)
-        result.undecayed, _ = _train_numpy(model, params0, plain_rule, None, data, order, config.dtype, off)
-    if not agree:
-        result.replay_error = _replay(model, params0, rule, penalty, data, order, config.dtype, backends)
-    return result
+    return agree
 
 
-def _replay(model, params0, rule, penalty, data, order, dtype, backends) -> float:
+def _replay(model, params0, rule, penalty, data, config, backends) -> float:
     """Tell decay's math from the frameworks' gradients: feed every backend the same
     gradients (NumPy's, along NumPy's trajectory) and return the largest relative
     difference of the final weights. Small means the update rules agree and the
     trajectories drifted apart through each framework's own gradient round-off."""
     recorded = []
-    params, _ = _train_numpy(model, params0, rule, penalty, data, order, dtype, _Progress(1, False), recorded)
+    params, _ = train("numpy", model, params0, rule, penalty, data, config,
+                      on_step=lambda t, loss, grads: recorded.append({k: g.copy() for k, g in grads.items()}))
     expected = np.concatenate([v.ravel() for v in params.values()])
     worst = 0.0
     for name in backends:
@@ -408,20 +324,14 @@ def _replay(model, params0, rule, penalty, data, order, dtype, backends) -> floa
 
 
 def _native_conversions(rule, backends):
-    from .convert import to_native
-
+    """(backend, conversion, label) for each framework's own optimizer that is installed."""
     out = []
     for framework, backend in (("torch", "torch"), ("keras", "tensorflow")):
-        if backend not in backends:
-            continue
-        conversion = to_native(rule, framework, strict=False)
-        label = conversion.code.split("(", 1)[0].replace("optim.", "optim.")
-        out.append((framework if framework == "torch" else "tensorflow", conversion, label))
+        if backend in backends:
+            conversion = to_native(rule, framework, strict=False)
+            # The label is the first constructor the code calls (an lr scheduler may follow).
+            out.append((backend, conversion, re.search(r"[\w.]+(?=\()", conversion.code).group()))
     return out
-
-
-def _describe(rule) -> str:
-    return f"decay.{rule.name}"
 
 
 def _row(backend, kind, optimizer, model, data, params, losses, elapsed, steps) -> Row:
@@ -480,56 +390,3 @@ def format_table(result: Result) -> str:
             verdict = "exact" if row.exact else "not exact"
             lines.append(f"{row.optimizer}: {verdict}" + (f" - {row.note}" if row.note else ""))
     return "\n".join(lines)
-
-
-def plot(result: Result, path: str) -> None:
-    """Training-loss curves per row (log scale); for the built-in 1-D data set also the
-    fitted curve with and without weight decay, which shows what the decay does."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise DecayError("--plot needs matplotlib. Install it with: pip install 'decay[plot]'") from None
-    config = result.config
-    curve = result.undecayed is not None
-    fig, axes = plt.subplots(1, 2 if curve else 1, figsize=(11 if curve else 7, 4.2), dpi=120)
-    ax = axes[0] if curve else axes
-    styles = ["-", "--", ":", "-."]
-    for i, row in enumerate(result.rows):
-        label = f"{row.backend} ({row.optimizer})"
-        ax.plot(np.arange(1, len(row.losses) + 1), row.losses, styles[i % len(styles)], label=label, linewidth=1.4)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (batch)")
-    ax.set_title(
-        f"{config.model} on {config.dataset}: {config.optimizer}, weight decay {config.weight_decay} "
-        f"({config.decay_mode})",
-        fontsize=10,
-    )
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    if curve:
-        ax = axes[1]
-        data, model = result.data, result.model
-        x_train, x_test = data.raw
-        grid = np.linspace(min(x_train.min(), x_test.min()), max(x_train.max(), x_test.max()), 400)
-        ax.plot(x_test, data.y_test, ".", color="0.75", markersize=3, label="test data")
-        ax.plot(x_train, data.y_train, "o", color="black", markersize=4, label="training data")
-        for params, label, style in (
-            (result.undecayed, "no weight decay", "--"),
-            (result.rows[0].params, f"weight decay {config.weight_decay} ({result.rows[0].backend})", "-"),
-        ):
-            evaluation = {k: v.astype(np.float64) for k, v in params.items()}
-            test = model.loss(evaluation, data.X_test, data.y_test)
-            ax.plot(grid, model.predict(evaluation, data.features(grid))[:, 0], style, linewidth=1.6,
-                    label=f"{label}: test loss {test:.3f}")
-        ax.set_ylim(data.y_test.min() - 0.5, data.y_test.max() + 0.5)
-        ax.set_xlabel("x")
-        ax.set_title("what the decay does: the fitted function", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

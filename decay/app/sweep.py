@@ -13,10 +13,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from .. import get_backend
+from ..errors import DecayError
 from . import compare, datasets
-from .backends import get_backend
-from .errors import DecayError
-from .models import batches
 
 SCHEMA = "decay.sweep/1"
 DEFAULT_GRID = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
@@ -64,9 +63,7 @@ def fold_indices(n: int, k: int, seed: int):
 
 def _train(name, model, config, data, params0):
     rule, penalty = compare.build_rule(config)
-    order = list(batches(len(data.y_train), config.batch_size, config.steps))
-    off = compare._Progress(1, False)
-    params, _ = compare._TRAINERS[name](model, params0, rule, penalty, data, order, config.dtype, off)
+    params, _ = compare.train(name, model, params0, rule, penalty, data, config)
     return {k: v.astype(np.float64) for k, v in params.items()}
 
 
@@ -120,39 +117,3 @@ def format_table(result: SweepResult) -> str:
     for name, lam in result.best.items():
         lines.append(f"best weight decay on {name}: {lam:g}")
     return "\n".join(lines)
-
-
-def plot(result: SweepResult, path: str) -> None:
-    """Validation loss (mean ± std) and the train–test gap against λ, log axis; λ = 0
-    is drawn as a dotted line since a log axis has no zero."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise DecayError("--plot needs matplotlib. Install it with: pip install 'decay[plot]'") from None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8), dpi=120)
-    for name in result.best:
-        pts = [p for p in result.points if p.backend == name]
-        pos = [p for p in pts if p.weight_decay > 0]
-        lam = np.array([p.weight_decay for p in pos])
-        mean = np.array([p.val_mean for p in pos])
-        std = np.array([p.val_std for p in pos])
-        line = left.plot(lam, mean, "o-", label=f"{name}: validation")[0]
-        left.fill_between(lam, mean - std, mean + std, alpha=0.15, color=line.get_color())
-        right.plot(lam, [p.gap for p in pos], "s-", label=f"{name}: test − train", color=line.get_color())
-        zero = [p for p in pts if p.weight_decay == 0]
-        if zero:
-            left.axhline(zero[0].val_mean, ls=":", color=line.get_color(), label=f"{name}: λ = 0")
-            right.axhline(zero[0].gap, ls=":", color=line.get_color())
-        left.axvline(result.best[name], ls="--", color="grey", alpha=0.6)
-    for ax, title in ((left, "validation loss"), (right, "train–test gap")):
-        ax.set_xscale("log")
-        ax.set_xlabel("weight decay λ")
-        ax.set_title(title, fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -11,21 +11,41 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 
 import numpy as np
 
-from . import compare, datasets, example
-from .backends import available_backends
-from .errors import DecayError
-from .tolerances import relative_error, rtol
+from .. import available_backends
+from ..errors import DecayError
+from ..tolerances import relative_error, rtol
+from . import compare, datasets, example, plots
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but bad usage is one line on stderr and exit code 2."""
+    """argparse, but bad usage is one line on stderr and exit code 2; and it keeps which
+    flag sets which argument (``flags``), for :func:`_with_flags`."""
+
+    def __init__(self, *args, **kwargs):
+        self.flags = {}  # before argparse's __init__, which adds --help through add_argument
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings:
+            self.flags[action.dest] = action.option_strings[-1]
+        return action
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _with_flags(message: str, flags: dict) -> str:
+    """The library names the arguments of its functions (`momentum`), never a
+    command-line flag; add the flags that set them here, so the user sees what to change."""
+    names = [a or b for a, b in re.findall(r"`(\w+)`|\b(\w+)=", message)]  # `lr` or "Received: lr=-1"
+    named = dict.fromkeys(flags[name] for name in names if name in flags)
+    return f"{message} (option{'s' if len(named) > 1 else ''}: {', '.join(named)})" if named else message
 
 
 # -- compare ---------------------------------------------------------------------------------------
@@ -77,7 +97,7 @@ def _cmd_compare(args) -> int:
     if args.report:
         _write_json(args.report, result.to_json())
     if args.plot:
-        compare.plot(result, args.plot)
+        plots.compare(result, args.plot)
     return 0 if result.agree else 1
 
 
@@ -89,13 +109,13 @@ def _cmd_sweep(args) -> int:
     if args.report:
         _write_json(args.report, result.to_json())
     if args.plot:
-        sweep.plot(result, args.plot)
+        plots.sweep(result, args.plot)
     return 0
 
 
 # -- convert ---------------------------------------------------------------------------------------
 def _cmd_convert(args) -> int:
-    from .convert import rule_from_settings, to_native
+    from ..convert import rule_from_settings, to_native
 
     rule = rule_from_settings(
         args.source, args.optimizer, lr=args.lr, momentum=args.momentum, dampening=args.dampening,
@@ -176,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(p, defaults)
     p.add_argument("--natives", action="store_true",
                    help="add rows for each framework's own optimizer, configured through decay.convert")
-    p.set_defaults(func=_cmd_compare)
+    p.set_defaults(func=_cmd_compare, flags=p.flags)
 
     p = sub.add_parser("sweep", help="choose weight decay by k-fold cross-validation over a grid",
                        description="k-fold cross-validation of the weight decay over a grid: mean/std "
@@ -185,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", nargs="+", type=float, default=None, metavar="LAMBDA",
                    help="weight decays to try (default: 0 and 1e-4 .. 0.3)")
     p.add_argument("--folds", type=int, default=5, help="k of k-fold (default: 5)")
-    p.set_defaults(func=_cmd_sweep)
+    p.set_defaults(func=_cmd_sweep, flags=p.flags)
 
     p = sub.add_parser("convert", help="the same optimizer settings in another framework, exact or not",
                        description="Print the target framework's code for the same update, and whether it "
@@ -203,12 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--betas", type=float, nargs=2, default=None, metavar=("BETA1", "BETA2"))
     p.add_argument("--eps", type=float, default=None, help="epsilon (default: the source optimizer's default)")
     p.add_argument("--amsgrad", action="store_true")
-    p.set_defaults(func=_cmd_convert)
+    p.set_defaults(func=_cmd_convert, flags=p.flags)
 
     p = sub.add_parser("example", help="the article's worked example on every installed backend")
     p.add_argument("--backends", nargs="+", metavar="NAME", help="backends to run (default: every installed one)")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.set_defaults(func=_cmd_example)
+    p.set_defaults(func=_cmd_example, flags=p.flags)
     return parser
 
 
@@ -232,7 +252,7 @@ def main(argv=None) -> int:
         try:
             return args.func(args)
         except DecayError as exc:
-            print(f"decay: error: {exc}", file=sys.stderr)
+            print(f"decay: error: {_with_flags(str(exc), args.flags)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             return 130
