@@ -2,7 +2,7 @@
 regression, logistic regression and a multilayer perceptron. On NumPy the gradients
 are backpropagated by hand, so decay trains without any framework; on PyTorch and
 TensorFlow the same loss is differentiated by the framework's autodiff (the few
-functions that takes are in :mod:`decay.app.ops`). ``decay.models`` is this module.
+functions that takes are in :mod:`decay.app.model_functions`). ``decay.models`` is this module.
 
 Every model is a stack of dense layers ``z = a @ W + b`` followed by a loss, with the
 parameters in a flat dict named the way Keras names them:
@@ -60,7 +60,7 @@ from ..errors import DecayError
 from ..masks import resolve_mask
 from ..penalties import Penalty
 from ..rules import Rule
-from .ops import ops_for
+from .model_functions import ops_for
 
 TASKS = ("regression", "binary", "multiclass")
 ACTIVATIONS = ("tanh", "relu")
