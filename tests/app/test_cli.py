@@ -14,7 +14,7 @@ from decay.app import datasets
 from decay.app.models import MLP, fit
 from decay.app.sweep import fold_indices
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/app/ -> the repo
 
 
 def cli(*args, env=None, check_rc=None):

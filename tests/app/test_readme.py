@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # tests/app/ -> the repo
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 TEST_COMMAND = "DECAY_REQUIRE_BACKENDS=all python -m pytest -q"
 

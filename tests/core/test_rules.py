@@ -1,4 +1,4 @@
-"""The update rules against tests/reference.py, on every backend and dtype.
+"""The update rules against tests/core/reference.py, on every backend and dtype.
 
 Every trajectory runs 100 steps on a quadratic loss ½θᵀAθ − bᵀθ per tensor (A a fixed
 random SPD matrix, eigenvalues in [0.5, 2]), whose gradient Aθ − b each backend

@@ -41,7 +41,7 @@ from decay import schedules as S
 from decay.errors import DecayError
 
 N = 1000
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]  # tests/core/ -> the repo
 
 TORCH_TOL = dict(rtol=1e-12, atol=1e-14)
 OPTAX_TOL = dict(rtol=1e-12, atol=1e-14)
