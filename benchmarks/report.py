@@ -2,7 +2,7 @@
 
 Run: python benchmarks/report.py   (prints Markdown; paste it into README.md)
 
-tests/test_readme.py checks that every table printed here appears in the README, so
+tests/app/test_readme.py checks that every table printed here appears in the README, so
 the numbers there are the measured ones.
 """
 

@@ -61,7 +61,16 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def _backend_or_skip(name):
+def needs_backends(*names, why):
+    """A mark for a test that needs these backends' frameworks (found without importing
+    them): it skips, saying which are missing and why they are needed, where one is not
+    installed. With DECAY_REQUIRE_BACKENDS set the run fails instead (above)."""
+    missing = [name for name in names if name not in decay.available_backends()]
+    return pytest.mark.skipif(bool(missing), reason=f"{' and '.join(missing)} not installed: {why}")
+
+
+def backend_or_skip(name):
+    """The adapter; a backend not installed skips the test, or fails it where required."""
     try:
         return decay.get_backend(name)
     except decay.DecayError as exc:
@@ -86,7 +95,7 @@ def _disable_reduced_precision(name):
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """A backend adapter, one per known backend."""
-    adapter = _backend_or_skip(request.param)
+    adapter = backend_or_skip(request.param)
     _disable_reduced_precision(request.param)
     return adapter
 

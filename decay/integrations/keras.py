@@ -70,7 +70,7 @@ variable with the engine (``strategy.extended.update``). A
 non-finite gradient on any replica makes the summed gradient non-finite, so all
 replicas skip (or raise) together. ``model.fit`` gives the same weights as one device
 up to the order of the sums (measured ≤ 6e-16 relative in float64 over 2 logical CPUs,
-tests/test_distributed_tf.py). Keras scales the loss and ``model.losses`` (so a
+tests/distributed/test_distributed_tf.py). Keras scales the loss and ``model.losses`` (so a
 :class:`Regularizer`) by the replica count in ``model.fit``; a custom loop must scale a
 penalty itself: :func:`decay.distributed.scale_penalty`. Call
 ``optimizer.build(model.trainable_variables)`` under the scope before the first step

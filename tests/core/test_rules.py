@@ -1,4 +1,4 @@
-"""The update rules against tests/reference.py, on every backend and dtype.
+"""The update rules against tests/core/reference.py, on every backend and dtype.
 
 Every trajectory runs 100 steps on a quadratic loss ½θᵀAθ − bᵀθ per tensor (A a fixed
 random SPD matrix, eigenvalues in [0.5, 2]), whose gradient Aθ − b each backend
@@ -521,7 +521,7 @@ def test_structures(native, dtype, kind):
 
 
 def test_torch_training_loop_keeps_parameters(dtype):
-    import torch
+    torch = pytest.importorskip("torch")
     native = Native(decay.get_backend("torch"))
     problems = {n: PROBLEMS[n] for n in ("encoder.weight", "encoder.bias")}
     loop = Loop(native, dtype, problems)
@@ -552,7 +552,7 @@ def test_torch_training_loop_keeps_parameters(dtype):
 
 
 def test_tensorflow_variables_and_constants(dtype):
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow")
     native = Native(decay.get_backend("tensorflow"))
     loop = Loop(native, dtype, SINGLE, kind="single")
     ref = partial(ref_sgd, lr=LR, momentum=0.9, weight_decay=WD, decoupled=True)
@@ -786,7 +786,8 @@ def test_state_dict_moves_between_backends(native, dtype, rule_name):
     at_split = {n: native.numpy(x) for n, x in params.items()}
     _, _, straight = loop.run(rule, params=params, state=state, steps=STEPS - SPLIT)
     targets = [b for b in decay.available_backends() if b != native.name]
-    assert targets, "only one backend installed: nothing to move the state to"
+    if not targets:  # a NumPy-only install; with DECAY_REQUIRE_BACKENDS set this skip fails the run
+        pytest.skip("only one backend installed: nothing to move the state to")
     failures = []  # every target is tried, so one broken backend does not hide another
     for target in targets:
         try:

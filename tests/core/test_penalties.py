@@ -51,7 +51,7 @@ def test_l1_gradient_is_zero_at_zero(native, dtype):
 
 @pytest.mark.parametrize("penalty, value, grad", PENALTIES, ids=IDS)
 def test_autodiff_of_regularized_loss_torch(penalty, value, grad):
-    import torch
+    torch = pytest.importorskip("torch")
 
     w = torch.tensor(ARRAYS["w"], requires_grad=True)
     b = torch.tensor(ARRAYS["b"], requires_grad=True)
@@ -68,7 +68,7 @@ def test_autodiff_of_regularized_loss_torch(penalty, value, grad):
 
 @pytest.mark.parametrize("penalty, value, grad", PENALTIES, ids=IDS)
 def test_autodiff_of_regularized_loss_tensorflow(penalty, value, grad):
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow")
 
     w = tf.Variable(ARRAYS["w"])
     b = tf.Variable(ARRAYS["b"])

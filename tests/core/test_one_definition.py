@@ -21,7 +21,7 @@ SHAPES = {"layer.weight": (6, 5), "layer.bias": (5,), "scale": ()}
 
 
 def test_every_rule_has_cases():
-    # A new rule must add its options to tests/rule_cases.py to be covered here.
+    # A new rule must add its options to tests/core/rule_cases.py to be covered here.
     assert set(decay.rules.RULES) <= set(RULE_OPTIONS)
 
 

@@ -1,4 +1,4 @@
-"""PyTorch side of tests/test_distributed_torch.py: what each of the 2 ranks runs.
+"""PyTorch side of tests/distributed/test_distributed_torch.py: what each of the 2 ranks runs.
 
 ``torch.multiprocessing.spawn(worker, args=(2, port, out_dir), nprocs=2)`` starts
 the ranks; they meet over gloo on 127.0.0.1:port (``GLOO_SOCKET_IFNAME=lo`` keeps

@@ -44,6 +44,13 @@ from decay.convert import Conversion, from_native, to_native
 from decay.errors import DecayError
 from decay.tolerances import relative_error, rtol
 
+from conftest import needs_backends
+
+# What each test needs on the other side of the conversion.
+NEEDS_TORCH = needs_backends("torch", why="the other side of these conversions is torch.optim")
+NEEDS_KERAS = needs_backends("tensorflow", why="the other side of these conversions is Keras on TensorFlow")
+NEEDS_BOTH = needs_backends("torch", "tensorflow", why="this test converts to and from both torch.optim and Keras")
+
 STEPS = 100
 TOL = rtol("float64", STEPS)  # 1e-10
 # Keras computes schedules in float32: lr_t carries a relative error of a few float32
@@ -243,16 +250,19 @@ TORCH_NOT_EXACT = {
 }
 
 
+@NEEDS_TORCH
 @pytest.mark.parametrize("case", list(TORCH_EXACT))
 def test_to_torch_exact(case):
     check_torch(TORCH_EXACT[case], exact=True)
 
 
+@NEEDS_TORCH
 @pytest.mark.parametrize("case", list(TORCH_NOT_EXACT))
 def test_to_torch_not_exact(case):
     check_torch(TORCH_NOT_EXACT[case], exact=False)
 
 
+@NEEDS_TORCH
 def test_to_torch_on_nonfinite_skip_is_not_exact():
     # decay skips the step with a NaN gradient; PyTorch applies it and the weights turn NaN.
     rule = decay.sgd(LR, on_nonfinite="skip")
@@ -291,6 +301,7 @@ SCHEDULES_TORCH = {
 }
 
 
+@NEEDS_TORCH
 @pytest.mark.parametrize("case", list(SCHEDULES_TORCH))
 def test_to_torch_schedules(case):
     sched, name = SCHEDULES_TORCH[case]
@@ -300,6 +311,7 @@ def test_to_torch_schedules(case):
     assert alone.code.startswith(f"torch.optim.lr_scheduler.{name}(optimizer")
 
 
+@NEEDS_TORCH
 def test_torch_cosine_annealing_differs_past_t_max():
     # Why cosine goes to LambdaLR: CosineAnnealingLR climbs back after T_max.
     rule = decay.sgd(S.cosine(LR, 40, floor=0.001), weight_decay=WD)
@@ -362,11 +374,13 @@ KERAS_NOT_EXACT = {
 }
 
 
+@NEEDS_KERAS
 @pytest.mark.parametrize("case", list(KERAS_EXACT))
 def test_to_keras_exact(case):
     check_keras(KERAS_EXACT[case], exact=True)
 
 
+@NEEDS_KERAS
 @pytest.mark.parametrize("case", list(KERAS_NOT_EXACT))
 def test_to_keras_not_exact(case):
     check_keras(KERAS_NOT_EXACT[case], exact=False)
@@ -408,6 +422,7 @@ SCHEDULES_KERAS = {
 }
 
 
+@NEEDS_KERAS
 @pytest.mark.parametrize("case", list(SCHEDULES_KERAS))
 def test_to_keras_schedules(case):
     sched, name = SCHEDULES_KERAS[case]
@@ -420,6 +435,7 @@ def test_to_keras_schedules(case):
         assert type(alone.build()).__name__ == name
 
 
+@NEEDS_KERAS
 @pytest.mark.parametrize("case", ["cosine", "warmup-cosine"])
 def test_to_keras_schedules_adamw(case):
     # Adam's step and the decoupled decay are linear in lr_t too.
@@ -436,6 +452,7 @@ def test_keras_schedule_not_exact():
         assert not to_native(sched, "keras", strict=False).exact
 
 
+@NEEDS_KERAS
 def test_keras_float32_hyperparameters():
     """What Keras's float32 casts cost with ordinary, non-representable values."""
     sgd = decay.sgd(0.1, momentum=0.9, weight_decay=5e-4, decoupled=True)
@@ -457,6 +474,7 @@ def test_keras_float32_hyperparameters():
 PENALTIES = {"L2": decay.L2(0.015625), "L1": decay.L1(0.0625), "ElasticNet": decay.ElasticNet(0.0625, 0.015625)}
 
 
+@NEEDS_TORCH
 @pytest.mark.parametrize("case", list(PENALTIES))
 def test_penalty_to_torch(case):
     pen = PENALTIES[case]
@@ -469,6 +487,7 @@ def test_penalty_to_torch(case):
     assert from_native(penalty).get_config() == pen.get_config()
 
 
+@NEEDS_KERAS
 @pytest.mark.parametrize("case", list(PENALTIES))
 def test_penalty_to_keras(case):
     import keras
@@ -522,6 +541,7 @@ def _with(opt, make_scheduler):
     return opt, make_scheduler(opt)
 
 
+@NEEDS_TORCH
 def test_from_torch_each_type():
     for case, make in _torch_natives().items():
         native = make({"w": _torch_param(), "bias": _torch_param()})
@@ -570,6 +590,7 @@ def _exclude(opt, names):
     return opt
 
 
+@NEEDS_KERAS
 def test_from_keras_each_type():
     for case, make in _keras_natives().items():
         rule = from_native(make(None))
@@ -578,6 +599,7 @@ def test_from_keras_each_type():
         assert_same(run_keras(make), run_decay(rule), tol, what=case)
 
 
+@NEEDS_KERAS
 def test_from_keras_schedules():
     # A schedule alone: its values over the 100 steps, Keras's (float32) against decay's.
     # In an optimizer the same mapping is run in test_to_keras_schedules.
@@ -588,6 +610,7 @@ def test_from_keras_schedules():
                                    err_msg=repr(native.get_config()))
 
 
+@NEEDS_KERAS
 def test_from_keras_details():
     import keras
 
@@ -637,6 +660,7 @@ def _same_config(a, b):
     return a == b
 
 
+@NEEDS_TORCH
 @pytest.mark.parametrize("index", range(len(ROUND_TRIP_TORCH)))
 def test_round_trip_torch(index):
     rule = ROUND_TRIP_TORCH[index]
@@ -645,6 +669,7 @@ def test_round_trip_torch(index):
     assert _same_config(back.get_config(), rule.get_config()), (back.get_config(), rule.get_config())
 
 
+@NEEDS_KERAS
 @pytest.mark.parametrize("index", range(len(ROUND_TRIP_KERAS)))
 def test_round_trip_keras(index):
     rule = ROUND_TRIP_KERAS[index]
@@ -652,6 +677,7 @@ def test_round_trip_keras(index):
     assert _same_config(back.get_config(), rule.get_config()), (back.get_config(), rule.get_config())
 
 
+@NEEDS_BOTH
 def test_round_trip_schedules():
     import torch
 
@@ -671,6 +697,7 @@ def test_round_trip_schedules():
 # Errors.
 
 
+@NEEDS_BOTH
 def test_unknown_objects_raise():
     import keras
     import torch
@@ -689,6 +716,7 @@ def test_unknown_objects_raise():
         to_native(object(), "torch")
 
 
+@NEEDS_BOTH
 def test_unsupported_native_settings_raise():
     import keras
     import torch
@@ -737,6 +765,7 @@ CODE_CASES = {
 }
 
 
+@NEEDS_BOTH
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_code_runs_and_matches(framework):
     """``code`` is what the CLI prints: executed as written it must do what build() does."""

@@ -12,10 +12,12 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras
 import numpy as np
 import pytest
-import torch
+
+pytest.importorskip("tensorflow", reason="tensorflow not installed: this test trains in PyTorch, Keras and NumPy")
+keras = pytest.importorskip("keras", reason="keras not installed: this test trains in PyTorch, Keras and NumPy")
+torch = pytest.importorskip("torch", reason="torch not installed: this test trains in PyTorch, Keras and NumPy")
 
 import decay
 from decay.app.models import MLP, fit

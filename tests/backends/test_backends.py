@@ -10,6 +10,8 @@ import pytest
 import decay
 from decay.backends import backend_name_of
 
+from conftest import needs_backends
+
 
 def test_import_decay_loads_no_framework():
     code = (
@@ -94,7 +96,7 @@ def test_missing_framework_names_the_extra():
 
 
 def test_two_backends_in_one_call_name_both():
-    import torch
+    torch = pytest.importorskip("torch")
     params = {"a": np.zeros(2), "b": torch.zeros(2)}
     with pytest.raises(decay.DecayError) as info:
         decay.L2(0.1).penalty(params)
@@ -122,6 +124,7 @@ def test_lookup_is_thread_safe(backend):
     assert len(results) == 1600 and all(r is backend for r in results)
 
 
+@needs_backends("torch", "tensorflow", why="the race loads every known backend")
 def test_first_lookup_from_many_threads_loads_each_backend_once():
     # In a fresh interpreter, where no adapter is loaded yet: 8 threads race to load
     # every backend; each must get the one shared instance.

@@ -1,15 +1,15 @@
-"""TensorFlow side of tests/test_distributed_tf.py, run in its own process.
+"""TensorFlow side of tests/distributed/test_distributed_tf.py, run in its own process.
 
 ``tf.config.set_logical_device_configuration`` must run before TensorFlow initializes
 its devices, which any earlier test in the pytest process has done, so the tests start
-this script with ``python tests/distributed_tf_worker.py OUT_DIR``. It splits the one
-CPU into two logical devices, trains the same float64 model with and without
+this script with ``python tests/distributed/distributed_tf_worker.py OUT_DIR``. It
+splits the one CPU into two logical devices, trains the same float64 model with and without
 ``tf.distribute.MirroredStrategy`` over them, and writes every run's final weights to
 ``OUT_DIR/weights.npz`` and a few facts about the runs to ``OUT_DIR/facts.json``. The
 comparisons are made by the test, in the pytest process.
 
-``python tests/distributed_tf_worker.py --worker INDEX PORT0,PORT1 OUT_DIR`` is one of
-two processes of a ``MultiWorkerMirroredStrategy`` cluster on 127.0.0.1 instead
+``python tests/distributed/distributed_tf_worker.py --worker INDEX PORT0,PORT1 OUT_DIR``
+is one of two processes of a ``MultiWorkerMirroredStrategy`` cluster on 127.0.0.1 instead
 (:func:`multiworker_main`).
 
 Every run starts from the same weights (drawn here with NumPy) and sees the same

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pytest
 
-import torch
+torch = pytest.importorskip("torch", reason="torch not installed: these tests compare with torch.optim")
 
 import mlp_problem
 import decay  # noqa: E402

@@ -6,7 +6,9 @@ import re
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from conftest import needs_backends
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # tests/app/ -> the repo
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 TEST_COMMAND = "DECAY_REQUIRE_BACKENDS=all python -m pytest -q"
 
@@ -39,6 +41,7 @@ def test_quickstart_has_two_commands():
     assert commands[1].endswith(TEST_COMMAND)
 
 
+@needs_backends("torch", "tensorflow", why="the README's Python examples use PyTorch and run on every backend")
 def test_readme_python_examples_run():
     blocks = re.findall(r"```python\n(.*?)\n```", README, re.S)
     # Self-contained examples start with their imports; the others are fragments.

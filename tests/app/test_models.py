@@ -26,7 +26,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import torch
+try:
+    import torch
+except ImportError:  # pragma: no cover - depends on the environment
+    torch = None
 
 import decay
 import decay.app.models
@@ -97,6 +100,7 @@ def torch_reference(model, params, X, y):
     return loss.item(), grads, z.detach().numpy(), pred.detach().numpy()
 
 
+@pytest.mark.skipif(torch is None, reason="torch not installed: the expected losses and gradients come from torch.nn")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("key", list(MODELS))
 def test_loss_grads_and_predictions_match_torch(key, dtype):

@@ -1,6 +1,6 @@
 """decay.keras under tf.distribute.MirroredStrategy over 2 logical CPU devices.
 
-The TensorFlow runs happen in one subprocess (tests/distributed_tf_worker.py), because
+The TensorFlow runs happen in one subprocess (tests/distributed/distributed_tf_worker.py), because
 the two logical devices must be configured before TensorFlow initializes its devices.
 Each run there is made twice from the same weights and batches: under the strategy
 (every global batch of 16 split into 8 + 8) and on one device without a strategy —

@@ -1,5 +1,5 @@
 """Property tests: random shapes (0-d to 3-d), values and hyperparameters; on every
-backend and dtype the rules agree with tests/reference.py over a few steps.
+backend and dtype the rules agree with tests/core/reference.py over a few steps.
 
 Gradients are a fixed random sequence (not a function of θ), so float32 runs see the
 same inputs as the float64 reference. Values are drawn so that the comparison is well

@@ -38,8 +38,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import tensorflow as tf
-import keras
+tf = pytest.importorskip("tensorflow", reason="tensorflow not installed: these tests compare with Keras's own optimizers")
+keras = pytest.importorskip("keras", reason="keras not installed: these tests compare with Keras's own optimizers")
 if keras.backend.backend() != "tensorflow":
     pytest.skip(
         f"these tests drive Keras on TensorFlow; KERAS_BACKEND is {keras.backend.backend()!r}",

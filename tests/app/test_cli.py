@@ -14,7 +14,9 @@ from decay.app import datasets
 from decay.app.models import MLP, fit
 from decay.app.sweep import fold_indices
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import needs_backends
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/app/ -> the repo
 
 
 def cli(*args, env=None, check_rc=None):
@@ -43,6 +45,7 @@ def sine_reference(steps, lr=0.1, weight_decay=0.03):
     return model, data, params, losses
 
 
+@needs_backends("torch", "tensorflow", why="compare --natives runs every backend and both frameworks' optimizers")
 def test_compare_table_report_and_plot(tmp_path):
     report, picture = tmp_path / "r.json", tmp_path / "p.png"
     out = cli("compare", "--steps", "30", "--natives", "--report", str(report), "--plot", str(picture),
@@ -71,6 +74,7 @@ def test_compare_table_report_and_plot(tmp_path):
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@needs_backends("torch", why="the disagreement compared is NumPy's against torch's")
 def test_compare_says_so_and_exits_1_when_backends_disagree():
     # Adam on an overfitting MLP for 1,500 steps: each framework's gradient round-off
     # (different BLAS summation orders) is amplified until the weights differ.
@@ -151,6 +155,7 @@ def test_convert_prints_code_and_exactness():
     assert "# exact: no" in out.stdout and "ε" in out.stdout
 
 
+@needs_backends("torch", "tensorflow", why="the example command is checked on every backend")
 def test_example_command_runs_every_backend():
     out = cli("example", check_rc=0)
     for name in ("numpy", "torch", "tensorflow"):

@@ -41,7 +41,7 @@ from decay import schedules as S
 from decay.errors import DecayError
 
 N = 1000
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]  # tests/core/ -> the repo
 
 TORCH_TOL = dict(rtol=1e-12, atol=1e-14)
 OPTAX_TOL = dict(rtol=1e-12, atol=1e-14)
@@ -62,7 +62,7 @@ def _assert_matches(sched, theirs, tol, upto=N):
 
 
 def _torch_lrs(make_scheduler, lr, n=N):
-    import torch
+    torch = pytest.importorskip("torch")
 
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=lr)
@@ -76,7 +76,8 @@ def _torch_lrs(make_scheduler, lr, n=N):
 
 
 def _keras_lrs(make_schedule, n=N, one_by_one=False):
-    import keras
+    pytest.importorskip("tensorflow")  # Keras on TensorFlow, as everywhere in these tests
+    keras = pytest.importorskip("keras")
 
     schedule = make_schedule(keras.optimizers.schedules)
     if one_by_one:  # schedules that branch with ops.cond need a scalar step
@@ -155,7 +156,7 @@ def test_torch_cosine_keeps_going_past_t_max_but_ours_stays_at_floor():
 
 def test_torch_linear_lr_cannot_start_at_zero():
     # Documented in warmup(): start_value=0 has no LinearLR counterpart.
-    import torch
+    torch = pytest.importorskip("torch")
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ValueError):

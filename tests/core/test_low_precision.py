@@ -11,6 +11,8 @@ import pytest
 import decay
 from decay.tolerances import assert_close, relative_error, rtol
 
+from conftest import backend_or_skip
+
 STEPS = 20
 RULES = {
     "momentum": lambda: decay.sgd(0.05, momentum=0.9, weight_decay=0.01),
@@ -52,7 +54,7 @@ def run(backend_name, dtype, rule):
 @pytest.mark.parametrize("rule_name", list(RULES))
 @pytest.mark.parametrize("backend_name, dtype", CASES)
 def test_low_precision_tracks_float32(backend_name, dtype, rule_name):
-    backend = decay.get_backend(backend_name)  # a required backend that is missing fails here
+    backend = backend_or_skip(backend_name)  # a required backend that is missing fails here
     low_backend, low, low_state = run(backend_name, dtype, RULES[rule_name]())
     assert low_backend.dtype_name(low) == dtype
     for per_leaf in low_state.slots.values():

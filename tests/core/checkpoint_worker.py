@@ -1,7 +1,7 @@
 """Run k steps of every rule on one backend, optionally resuming from checkpoints.
 
-Imported by tests/test_checkpoint.py and also run as a separate process by it
-(``python tests/checkpoint_worker.py BACKEND DIR START STEPS``), so that resuming
+Imported by tests/core/test_checkpoint.py and also run as a separate process by it
+(``python tests/core/checkpoint_worker.py BACKEND DIR START STEPS``), so that resuming
 happens in a fresh interpreter, as it would after a crash.
 """
 
@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo
 
 import decay  # noqa: E402
 

@@ -1,6 +1,6 @@
 """decay.torch.Optimizer under torch.distributed: 2 processes on one CPU (gloo, 127.0.0.1).
 
-The ranks (tests/distributed_torch_worker.py, started once for the module with
+The ranks (tests/distributed/distributed_torch_worker.py, started once for the module with
 ``torch.multiprocessing.spawn``) train a float64 MLP with each global batch of 16 split
 8 + 8 between them, under DistributedDataParallel and under ZeroRedundancyOptimizer
 with decay's optimizer class. Expected values come from one process trained here, in

@@ -5,7 +5,8 @@ import io
 import math
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="torch not installed: these tests drive decay.torch.Optimizer")
 
 import decay
 from decay.tolerances import assert_close
