@@ -72,6 +72,7 @@ class Part(NamedTuple):
     plan: DecayPlan
     slots: tuple  #: the slot names its leaves have
     compute: str | None  #: "float32" for float16/bfloat16 leaves, else None
+    plain: bool = False  #: the rule's direction is the gradient itself (Rule.direction_is_gradient)
 
 
 # -- 1. the non-finite policy -----------------------------------------------------------
@@ -150,7 +151,7 @@ def partition(rule, groups: list, group_of, decayed, dtypes, steps=None) -> tupl
         group = groups[g]
         parts.append(Part(
             None if len(keys) == 1 else tuple(index), hyper, rule.decay_plan(group, d),
-            tuple(rule.slot_names(group)), "float32" if low else None,
+            tuple(rule.slot_names(group)), "float32" if low else None, rule.direction_is_gradient(group),
         ))
     return tuple(parts), pairs
 
@@ -171,9 +172,19 @@ def apply_decay(ops, plan: DecayPlan, h: Hyper, params: list, grads: list) -> li
     return grads
 
 
-def update(rule, ops, plan: DecayPlan, h: Hyper, params: list, grads: list, slots: dict) -> None:
+def update(rule, ops, part: Part, h: Hyper, params: list, grads: list, slots: dict) -> None:
     """One part's step, in place on ``params`` and ``slots`` (lists): decay, the rule's
     direction u, θ ← θ − step_size·u."""
+    plan = part.plan
+    if part.plain and plan.coupled:
+        # u = g (the rule says so): θ·(1 − f) − s·(g + c·θ) = θ·(1 − f − s·c) − s·g, the
+        # coupled decay folded into one scaling instead of a pass that forms g + c·θ.
+        if plan.penalty is not None:
+            grads = [g + plan.penalty.leaf_grad(ops, p) for g, p in zip(grads, params)]
+        shrink = h.step_size * h.coupled + (h.decay_factor if plan.decoupled else 0.0)
+        ops.mul_(params, 1.0 - shrink)
+        ops.add_(params, grads, alpha=-h.step_size)
+        return
     grads = apply_decay(ops, plan, h, params, grads)
     direction = rule.direction(ops, h, params, grads, slots)
     ops.add_(params, direction, alpha=-h.step_size)
@@ -189,8 +200,11 @@ def _run_part(rule, backend, part: Part, h: Hyper, t, params, grads, slots, fast
             backend.run_fused(call, ready, params, grads, slots)
             return
 
+    if not fast and part.plain:
+        part = part._replace(plain=False)  # the plain run is the reference for the fold too
+
     def run(p, g, s):
-        update(rule, backend, part.plan, h, p, g, s)
+        update(rule, backend, part, h, p, g, s)
 
     if fast and rule.elementwise:
         backend.run_elementwise(run, params, grads, slots)

@@ -168,6 +168,13 @@ class Rule:
         already hold the coupled decay; ``params`` are already decoupled-decayed."""
         raise NotImplementedError
 
+    def direction_is_gradient(self, group: dict) -> bool:
+        """True when :meth:`direction` returns the gradient itself for this group (SGD
+        without momentum): the engine may then fold a coupled decay into one scaling of
+        θ on the fast path. A declared property of the math: the shared suite checks the
+        fast path against the definition run without it."""
+        return False
+
     def fused(self, h, plan, t: int):
         """A framework kernel that computes this step (a :class:`decay.engine.FusedCall`),
         or None. The shared suite checks every such declaration against

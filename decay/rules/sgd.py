@@ -63,6 +63,9 @@ class SGD(Rule):
     def slot_names(self, group):
         return ("momentum_buffer",) if group["momentum"] > 0 else ()
 
+    def direction_is_gradient(self, group):
+        return group["momentum"] == 0
+
     def direction(self, ops, h, params, grads, slots):
         buf = slots.get("momentum_buffer")
         if buf is None:
