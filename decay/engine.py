@@ -187,7 +187,10 @@ def update(rule, ops, part: Part, h: Hyper, params: list, grads: list, slots: di
         return
     grads = apply_decay(ops, plan, h, params, grads)
     direction = rule.direction(ops, h, params, grads, slots)
-    ops.add_(params, direction, alpha=-h.step_size)
+    if isinstance(direction, tuple):  # u = numerator / denominator, divided in the step
+        ops.addcdiv_(params, direction[0], direction[1], -h.step_size)
+    else:
+        ops.add_(params, direction, alpha=-h.step_size)
 
 
 def _run_part(rule, backend, part: Part, h: Hyper, t, params, grads, slots, fast) -> None:

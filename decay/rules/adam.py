@@ -87,7 +87,7 @@ class Adam(Rule):
         if not self.epsilon_hat:
             ops.div_(denom, h.bias_correction2_sqrt)
         ops.add_(denom, h.eps)
-        return ops.div(m, denom)
+        return m, denom  # u = m / denom
 
     def fused(self, h, plan, t):
         """torch.optim.Adam/AdamW(fused=True)'s kernels. ``_fused_adamw_`` shrinks θ by
