@@ -262,7 +262,6 @@ class NumpyBackend(Backend):
 
     def _blocks(self, arena, fn, params, grads, slots):
         names = list(slots)
-        rows = zip(*slots.values()) if names else itertools.repeat(())
 
         def call(p, g, s):
             arena.reset()
@@ -271,22 +270,28 @@ class NumpyBackend(Backend):
             else:
                 fn(p, g, s)
 
+        # Tensors of at most BLOCK elements go whole, several to a call while they fit;
+        # larger ones are cut into BLOCK-sized pieces, one call each.
         batch_p, batch_g, batch_s, size = [], [], [[] for _ in names], 0
+        rows = zip(*slots.values()) if names else itertools.repeat(())
         for p, g, row in zip(params, grads, rows):
             n = p.size
             if p.ndim != 1:
                 p, g = p.reshape(-1), g.reshape(-1)  # g may be copied: it is only read
                 row = [x.reshape(-1) for x in row]
-            for start in range(0, n, BLOCK) if n > BLOCK else (0,):
-                cut = slice(start, start + BLOCK) if n > BLOCK else slice(None)
-                if size and size + min(n - start, BLOCK) > BLOCK:
+            if n <= BLOCK:
+                if size + n > BLOCK and batch_p:
                     call(batch_p, batch_g, dict(zip(names, batch_s)))
                     batch_p, batch_g, batch_s, size = [], [], [[] for _ in names], 0
-                batch_p.append(p[cut])
-                batch_g.append(g[cut])
+                batch_p.append(p)
+                batch_g.append(g)
                 for column, x in zip(batch_s, row):
-                    column.append(x[cut])
-                size += min(n - start, BLOCK)
+                    column.append(x)
+                size += n
+                continue
+            for start in range(0, n, BLOCK):
+                cut = slice(start, start + BLOCK)
+                call([p[cut]], [g[cut]], {name: [x[cut]] for name, x in zip(names, row)})
         if batch_p:
             call(batch_p, batch_g, dict(zip(names, batch_s)))
 
