@@ -185,3 +185,16 @@ def test_mixed_dtypes_and_masks_in_one_call(native, make):
         results.append({k: native.numpy(v) for k, v in params.items()})
     for i, d in enumerate(dtypes):
         assert_close(results[0][str(i)], results[1][str(i)], d, steps=5, what=f"fast vs generic, {d}")
+
+
+def test_a_gradient_that_is_its_parameter_is_read_before_the_update(native, dtype):
+    # step(x, x, state): the update is written into x in place on NumPy and torch; the
+    # gradient must still be the value x had. Closed form of plain decoupled SGD with
+    # g = θ: θ ← θ·(1 − lr·λ) − lr·θ.
+    lr, lam = 0.1, 0.2
+    start = np.array([[1.0, -2.0], [3.0, 0.5]])
+    x = native.param(start, dtype)
+    rule = decay.sgd(lr, weight_decay=lam, decoupled=True)
+    state = rule.init(x)
+    x, state = rule.step(x, x, state)
+    assert_close(native.numpy(x), start * (1 - lr * lam - lr), dtype)
