@@ -134,20 +134,10 @@ class NumpyBackend(Backend):
     # Written for the fewest Python steps per tensor: with 50k-element tensors the
     # calls, not the passes, are what a step spends beyond the memory traffic.
     def mul_(self, xs, s):
-        if isinstance(s, list):
-            for x, y in zip(xs, s):
-                _multiply(x, y, out=x)
-        else:
-            for x in xs:
-                _multiply(x, s, out=x)
+        _in_place(_multiply, xs, s)
 
     def div_(self, xs, s):
-        if isinstance(s, list):
-            for x, y in zip(xs, s):
-                _divide(x, y, out=x)
-        else:
-            for x in xs:
-                _divide(x, s, out=x)
+        _in_place(_divide, xs, s)
 
     def add_(self, xs, ys, alpha=1.0):
         if not isinstance(ys, list):
@@ -362,6 +352,16 @@ class _Arena:
             at[1] = start + n
             out.append(block[start:start + n].reshape(x.shape))
         return out
+
+
+def _in_place(ufunc, xs, s):
+    """x ← ufunc(x, s) for each x, ``s`` a scalar or a list."""
+    if isinstance(s, list):
+        for x, y in zip(xs, s):
+            ufunc(x, y, out=x)
+    else:
+        for x in xs:
+            ufunc(x, s, out=x)
 
 
 def _gathered(arena, fn, params, grads, slots):
