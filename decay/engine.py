@@ -157,14 +157,20 @@ def partition(rule, groups: list, group_of, decayed, dtypes, steps=None) -> tupl
 
 
 # -- 4. the update of one part: the one definition -----------------------------------------------
+def _with_penalty(ops, plan: DecayPlan, params: list, grads: list) -> list:
+    """g + ∇penalty(θ) for the plan's non-linear penalty (new tensors), or ``grads``."""
+    if plan.penalty is None:
+        return grads
+    return [g + plan.penalty.leaf_grad(ops, p) for g, p in zip(grads, params)]
+
+
 def apply_decay(ops, plan: DecayPlan, h: Hyper, params: list, grads: list) -> list:
     """Weight decay in the update, for every rule alike; returns the gradients to use.
 
     Coupled: g ← g + ∇penalty(θ) (its non-linear part) + coupled·θ; decoupled:
     θ ← θ·(1 − decay_factor), after the gradient is formed (a penalty's gradient is
     taken at the θ of the step). The caller's gradients are never written."""
-    if plan.penalty is not None:
-        grads = [g + plan.penalty.leaf_grad(ops, p) for g, p in zip(grads, params)]
+    grads = _with_penalty(ops, plan, params, grads)
     if plan.coupled:
         grads = ops.add(grads, params, alpha=h.coupled)
     if plan.decoupled:
@@ -179,8 +185,7 @@ def update(rule, ops, part: Part, h: Hyper, params: list, grads: list, slots: di
     if part.plain and plan.coupled:
         # u = g (the rule says so): θ·(1 − f) − s·(g + c·θ) = θ·(1 − f − s·c) − s·g, the
         # coupled decay folded into one scaling instead of a pass that forms g + c·θ.
-        if plan.penalty is not None:
-            grads = [g + plan.penalty.leaf_grad(ops, p) for g, p in zip(grads, params)]
+        grads = _with_penalty(ops, plan, params, grads)
         shrink = h.step_size * h.coupled + (h.decay_factor if plan.decoupled else 0.0)
         ops.mul_(params, 1.0 - shrink)
         ops.add_(params, grads, alpha=-h.step_size)

@@ -163,16 +163,16 @@ class NumpyBackend(Backend):
                 np.subtract(y, t, out=x)
 
     def addcmul_(self, xs, ys, zs, value=1.0):
-        tmp = self._tmp
-        for x, y, z in zip(xs, ys, zs):
-            t = _multiply(y, z, out=tmp(x))
-            _multiply(t, value, out=t)
-            _add(x, t, out=x)
+        self._add_scaled(_multiply, xs, ys, zs, value)
 
     def addcdiv_(self, xs, ys, zs, value=1.0):
+        self._add_scaled(_divide, xs, ys, zs, value)
+
+    def _add_scaled(self, ufunc, xs, ys, zs, value):
+        """x ← x + value·ufunc(y, z), through one scratch array."""
         tmp = self._tmp
         for x, y, z in zip(xs, ys, zs):
-            t = _divide(y, z, out=tmp(x))
+            t = ufunc(y, z, out=tmp(x))
             _multiply(t, value, out=t)
             _add(x, t, out=x)
 
@@ -197,27 +197,26 @@ class NumpyBackend(Backend):
         return out
 
     def mul(self, xs, s):
-        out = self._new(xs)
-        for o, x, y in zip(out, xs, s if isinstance(s, list) else [s] * len(xs)):
-            np.multiply(x, y, out=o)
-        return out
+        return self._new_with(_multiply, xs, s)
 
     def div(self, xs, ys):
-        out = self._new(xs)
-        for o, x, y in zip(out, xs, ys if isinstance(ys, list) else [ys] * len(xs)):
-            np.divide(x, y, out=o)
-        return out
+        return self._new_with(_divide, xs, ys)
 
     def sqrt_all(self, xs):
-        out = self._new(xs)
-        for o, x in zip(out, xs):
-            np.sqrt(x, out=o)
-        return out
+        return self._new_with(np.sqrt, xs)
 
     def sign_all(self, xs):
+        return self._new_with(np.sign, xs)
+
+    def _new_with(self, ufunc, xs, s=None):
+        """A new list ufunc(x) or ufunc(x, s) (``s`` a scalar or a list)."""
         out = self._new(xs)
-        for o, x in zip(out, xs):
-            np.sign(x, out=o)
+        if s is None:
+            for o, x in zip(out, xs):
+                ufunc(x, out=o)
+        else:
+            for o, x, y in zip(out, xs, s if isinstance(s, list) else [s] * len(xs)):
+                ufunc(x, y, out=o)
         return out
 
     def clone(self, xs):

@@ -1,0 +1,88 @@
+"""The vocabulary of decay/ops.py on every backend, against NumPy float64 written here.
+
+The rules' one definition is only as right as each backend's implementation of these
+operations: every operation is checked for its value, for the in-place contract (the
+list's entries hold the result) and for leaving the other arguments unwritten.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from decay.tolerances import assert_close
+
+SHAPES = [(3, 4), (5,), ()]
+RNG = np.random.default_rng(11)
+# Positive inputs and positive coefficients in sums: no cancellation, so a norm-wise
+# relative error measures the operation's rounding (each tensor is compared on its own,
+# and a 0-d one that cancels to near zero would measure nothing but its inputs'). X and
+# Y overlap, so maximum picks from both and y − x has both signs (for sign_all).
+X = [np.abs(RNG.normal(size=s)) + 1.0 for s in SHAPES]
+Y = [np.abs(RNG.normal(size=s)) + 0.5 for s in SHAPES]
+Z = [np.abs(RNG.normal(size=s)) + 0.5 for s in SHAPES]
+
+# name -> (call on the backend, the expected list from float64 NumPy, in place?)
+IN_PLACE = {
+    "mul_ scalar": (lambda o, x, y, z: o.mul_(x, 0.7), lambda x, y, z: [a * 0.7 for a in x]),
+    "mul_ list": (lambda o, x, y, z: o.mul_(x, y), lambda x, y, z: [a * b for a, b in zip(x, y)]),
+    "div_ scalar": (lambda o, x, y, z: o.div_(x, 1.3), lambda x, y, z: [a / 1.3 for a in x]),
+    "div_ list": (lambda o, x, y, z: o.div_(x, z), lambda x, y, z: [a / c for a, c in zip(x, z)]),
+    "add_ list": (lambda o, x, y, z: o.add_(x, y), lambda x, y, z: [a + b for a, b in zip(x, y)]),
+    "add_ alpha": (lambda o, x, y, z: o.add_(x, y, alpha=0.3), lambda x, y, z: [a + 0.3 * b for a, b in zip(x, y)]),
+    "add_ scalar": (lambda o, x, y, z: o.add_(x, 0.25), lambda x, y, z: [a + 0.25 for a in x]),
+    "lerp_ small": (lambda o, x, y, z: o.lerp_(x, y, 0.1), lambda x, y, z: [a + 0.1 * (b - a) for a, b in zip(x, y)]),
+    "lerp_ large": (lambda o, x, y, z: o.lerp_(x, y, 0.8), lambda x, y, z: [a + 0.8 * (b - a) for a, b in zip(x, y)]),
+    "addcmul_": (lambda o, x, y, z: o.addcmul_(x, y, z, 0.4), lambda x, y, z: [a + 0.4 * b * c for a, b, c in zip(x, y, z)]),
+    "addcdiv_": (lambda o, x, y, z: o.addcdiv_(x, y, z, 0.6), lambda x, y, z: [a + 0.6 * b / c for a, b, c in zip(x, y, z)]),
+    "maximum_": (lambda o, x, y, z: o.maximum_(x, y), lambda x, y, z: [np.maximum(a, b) for a, b in zip(x, y)]),
+}
+NEW = {
+    "add": (lambda o, x, y, z: o.add(x, y, alpha=2.5), lambda x, y, z: [a + 2.5 * b for a, b in zip(x, y)]),
+    "mul scalar": (lambda o, x, y, z: o.mul(x, -1.5), lambda x, y, z: [a * -1.5 for a in x]),
+    "div list": (lambda o, x, y, z: o.div(x, z), lambda x, y, z: [a / c for a, c in zip(x, z)]),
+    "div scalar": (lambda o, x, y, z: o.div(x, 4.0), lambda x, y, z: [a / 4.0 for a in x]),
+    "sqrt_all": (lambda o, x, y, z: o.sqrt_all(z), lambda x, y, z: [np.sqrt(c) for c in z]),
+    "sign_all": (lambda o, x, y, z: o.sign_all(o.add(y, x, alpha=-1.0)), lambda x, y, z: [np.sign(b - a) for a, b in zip(x, y)]),
+    "clone": (lambda o, x, y, z: o.clone(y), lambda x, y, z: [b.copy() for b in y]),
+}
+
+
+def _lists(native, dtype):
+    return [[native.grad(a, dtype) for a in arrays] for arrays in (X, Y, Z)]
+
+
+def _numpy(native, xs):
+    return [native.numpy(a) for a in xs]
+
+
+def _inputs(dtype):
+    """X, Y, Z as the backend holds them (rounded to ``dtype``), in float64: the
+    reference then measures the operation, not the rounding of its inputs."""
+    return [[np.asarray(a, dtype=dtype).astype(np.float64) for a in arrays] for arrays in (X, Y, Z)]
+
+
+@pytest.mark.parametrize("name", list(IN_PLACE))
+def test_in_place_operations(native, dtype, name):
+    call, expected = IN_PLACE[name]
+    x, y, z = _lists(native, dtype)
+    xs, ys, zs = _inputs(dtype)
+    assert call(native.backend, x, y, z) is None
+    for got, want in zip(_numpy(native, x), expected(xs, ys, zs)):
+        assert_close(got, want, dtype, what=name)
+    for got, want in zip(_numpy(native, y) + _numpy(native, z), ys + zs):
+        assert_close(got, want, dtype, what=f"{name}: an argument it must not write")
+
+
+@pytest.mark.parametrize("name", list(NEW))
+def test_operations_that_make_new_lists(native, dtype, name):
+    call, expected = NEW[name]
+    x, y, z = _lists(native, dtype)
+    xs, ys, zs = _inputs(dtype)
+    out = call(native.backend, x, y, z)
+    assert isinstance(out, list) and len(out) == len(SHAPES)
+    for got, want in zip(_numpy(native, out), expected(xs, ys, zs)):
+        assert got.shape == want.shape
+        assert_close(got, want, dtype, what=name)
+    for got, want in zip(_numpy(native, x) + _numpy(native, y) + _numpy(native, z), xs + ys + zs):
+        assert_close(got, want, dtype, what=f"{name}: an argument it must not write")
