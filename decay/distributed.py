@@ -22,6 +22,7 @@ No framework is imported until a function is called.
 from __future__ import annotations
 
 import numbers
+import sys
 
 from .backends import backend_name_of
 from .errors import DecayError
@@ -48,7 +49,8 @@ def sharded_penalty(penalty: Penalty, params, group=None):
 
     Every rank passes its own shard (``params``: a tensor, a list/dict of tensors, or a
     ``ZeroRedundancyOptimizer``, whose shard on this rank is its local optimizer's
-    ``param_groups``); each computes the penalty of its shard in float64 and one
+    ``param_groups``), or, under FSDP2 (``fully_shard``), the model's DTensor parameters,
+    whose local shards are this rank's; each computes the penalty of its shard in float64 and one
     ``torch.distributed.all_reduce(SUM)`` over ``group`` (default: the whole world)
     adds them up. Every rank of the group must call it. Outside
     ``torch.distributed`` (not initialized) it returns the local value.
@@ -96,10 +98,35 @@ def sharded_penalty(penalty: Penalty, params, group=None):
     with torch.no_grad():
         total = torch.zeros((), dtype=torch.float64, device=device)
         for leaf in leaves:
-            total = total + penalty.leaf_value(backend, leaf.detach().to(device=device, dtype=torch.float64))
+            local, replicas = _local_part(leaf)
+            value = penalty.leaf_value(backend, local.detach().to(device=device, dtype=torch.float64))
+            total = total + (value if replicas == 1 else value / replicas)
         if distributed:
             dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
     return total
+
+
+def _local_part(leaf):
+    """(this rank's part of ``leaf``, how many ranks hold that same part).
+
+    A DTensor (FSDP2's ``fully_shard``, tensor parallelism) contributes its local shard;
+    where it is replicated over a mesh dimension (HSDP's replicas) every replica holds
+    the same shard, so its value is divided by their count before the sum over ranks.
+    A plain tensor is this rank's own."""
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    if dtensor is None or not isinstance(leaf, dtensor):
+        return leaf, 1
+    replicas = 1
+    for size, placement in zip(leaf.device_mesh.shape, leaf.placements):
+        if placement.is_partial():
+            raise DecayError(
+                f"sharded_penalty() received a DTensor with a pending reduction ({leaf.placements}): "
+                "its local values are partial sums, not parameter values. Pass the parameters "
+                "(Shard or Replicate placements), e.g. model.parameters() under fully_shard."
+            )
+        if placement.is_replicate():
+            replicas *= size
+    return leaf.to_local(), replicas
 
 
 def _shard_leaves(params) -> list:

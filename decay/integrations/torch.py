@@ -14,6 +14,7 @@ Adam and AdamW. The step is :func:`decay.engine.step`, the same as ``Rule.step``
 from __future__ import annotations
 
 import operator
+import sys
 
 import torch
 
@@ -164,20 +165,32 @@ class Optimizer(torch.optim.Optimizer):
         uniform = steps.count(steps[0]) == len(steps)
         names = sorted({n for h in hypers for n in self.rule.slot_names(h)})
         columns = {n: [s.get(n) for s in states] for n in names}
-        skipped, _, columns = engine.step(
-            self.rule, self._backend, params, grads, columns, groups=hypers, group_of=group_of,
-            decayed=decayed, steps=steps[0] if uniform else steps,
-            parts=self._parts(params, hypers, group_of, decayed) if uniform else None,
+        parts = self._parts(params, hypers, group_of, decayed) if uniform else None
+        run_params, run_grads, run_columns = params, grads, columns
+        shards = _local_shards(params, grads, columns)
+        if shards is not None:
+            run_params, run_grads, run_columns = shards
+            if self.rule.on_nonfinite != "apply" and not _finite_on_every_rank(run_grads):
+                if self.rule.on_nonfinite == "raise":
+                    raise DecayError(
+                        f"Non-finite gradient (inf or nan) on some rank at step {min(steps)}. Nothing "
+                        "was updated on any rank. Use on_nonfinite='skip' to skip such steps."
+                    )
+                self.skipped_steps += 1
+                return loss
+        skipped, _, out_columns = engine.step(
+            self.rule, self._backend, run_params, run_grads, run_columns, groups=hypers, group_of=group_of,
+            decayed=decayed, steps=steps[0] if uniform else steps, parts=parts,
             names=[f"param {i}" for i in range(len(params))] if self.rule.on_nonfinite != "apply" else (),
             fast=self.rule.use_fast_path,
         )
         if skipped:
             self.skipped_steps += 1
             return loss
-        for n, column in columns.items():
-            for state, x in zip(states, column):
-                if x is not None and state[n] is not x:
-                    state[n] = x
+        for n, column in out_columns.items():
+            for p, state, x, given in zip(params, states, column, run_columns[n]):
+                if x is not None and x is not given:  # a new slot tensor (a slot created by the rule)
+                    state[n] = x if shards is None else _as_dtensor(x, p)
         for state in states:
             state["step"] += 1
         return loss
@@ -249,3 +262,70 @@ def _without_own_arguments(params):
     if params and isinstance(params[0], dict):
         return [{k: v for k, v in group.items() if k not in ("rule", "names")} for group in params]
     return params
+
+
+# -- sharded parameters (FSDP2's DTensors) ------------------------------------------------------
+def _dtensor_type():
+    """torch's DTensor class when torch.distributed.tensor is in use (a DTensor parameter
+    means it was imported); None otherwise, without importing it."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
+def _local_shards(params, grads, columns):
+    """(params, grads, columns) as this rank's local tensors when the parameters are
+    DTensors (FSDP2's ``fully_shard``, tensor parallelism), else None.
+
+    Every update decay runs is elementwise, so a rank can update its shard of θ from its
+    shard of g and of the slots when all three are laid out alike (the same mesh and
+    placements). Run on the local tensors, the step takes the plain-tensor fast path
+    (torch's fused or foreach kernels, one call for all shards) instead of dispatching
+    every operation through DTensor; the local tensors share the DTensors' memory, so
+    the parameters and the state (still DTensors, as torch.optim keeps them under FSDP2,
+    for distributed checkpoints) are updated in place. Any other layout (a gradient
+    placed otherwise than its parameter) is left to DTensor's own dispatch."""
+    dtensor = _dtensor_type()
+    if dtensor is None or not any(isinstance(p, dtensor) for p in params):
+        return None
+    local_params, local_grads = [], []
+    local_columns = {n: [] for n in columns}
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if not isinstance(p, dtensor):
+            if isinstance(g, dtensor) or any(isinstance(c[i], dtensor) for c in columns.values()):
+                return None
+            local_params.append(p)
+            local_grads.append(g)
+            for n, column in columns.items():
+                local_columns[n].append(column[i])
+            continue
+        mesh, placements = p.device_mesh, p.placements
+        if not (isinstance(g, dtensor) and g.device_mesh == mesh and g.placements == placements):
+            return None
+        local_params.append(p.to_local())
+        local_grads.append(g.to_local())
+        for n, column in columns.items():
+            x = column[i]
+            if x is not None and not (isinstance(x, dtensor) and x.device_mesh == mesh and x.placements == placements):
+                return None
+            local_columns[n].append(None if x is None else x.to_local())
+    return local_params, local_grads, local_columns
+
+
+def _as_dtensor(local, like):
+    """A new local slot tensor as a DTensor laid out as its parameter ``like``."""
+    if not isinstance(like, _dtensor_type()):
+        return local
+    return _dtensor_type().from_local(local, like.device_mesh, like.placements, shape=like.shape, stride=like.stride())
+
+
+def _finite_on_every_rank(local_grads) -> bool:
+    """Whether every rank's shards of the gradients are finite: one all-reduce, so that
+    ``on_nonfinite`` skips (or raises) on every rank together — a rank skipping alone
+    would leave its shards a step behind the others'."""
+    import torch.distributed as dist
+
+    device = local_grads[0].device if local_grads else "cpu"  # NCCL reduces device tensors only
+    bad = torch.tensor([0.0 if all(bool(torch.isfinite(g).all()) for g in local_grads) else 1.0], device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return not bool(bad)
