@@ -213,11 +213,17 @@ def run_mixed_precision(rank, world_size, arrays, facts):
     facts["mixed_precision"] = {"shard_dtypes": sorted({str(p.dtype) for p in model.parameters()})}
 
 
+def nonfinite_rule(on_nonfinite="skip"):
+    """An L1 regularizer: torch has no kernel for its gradient, so this rule runs decay's
+    own definition (torch's foreach functions) instead of a fused kernel."""
+    return decay.sgd(0.05, momentum=0.9, weight_decay=0.01, regularizer=decay.L1(1e-3), on_nonfinite=on_nonfinite)
+
+
 def run_nonfinite_on_one_rank(rank, world_size, arrays, facts):
     """A nan in rank 1's shard of one gradient at step 2: every rank skips that step."""
+    recorder = PathRecorder()
     model = sharded(net())
-    optimizer = decay.torch.Optimizer(model.named_parameters(), decay.sgd(0.05, momentum=0.9, weight_decay=0.01,
-                                                                          on_nonfinite="skip"))
+    optimizer = decay.torch.Optimizer(model.named_parameters(), nonfinite_rule())
 
     def poison(step):
         if step == 2 and rank == 1:
@@ -227,6 +233,7 @@ def run_nonfinite_on_one_rank(rank, world_size, arrays, facts):
     arrays.update({f"nonfinite/{k}": v for k, v in gathered(model).items()})
     facts["nonfinite"] = {"skipped_steps": optimizer.skipped_steps,
                           "steps": sorted({s["step"] for s in optimizer.state.values()})}
+    facts["nonfinite_paths"] = recorder.take()
 
 
 def run_resume(rank, world_size, out_dir, arrays, facts):
