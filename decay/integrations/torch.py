@@ -160,6 +160,9 @@ class Optimizer(torch.optim.Optimizer):
             grads.extend(grads_now)
         if not params:
             return loss
+        if not self.state and _is_state_initialization(self.param_groups, grads):
+            self._states_for(params, hypers, group_of)
+            return loss
         states = self._states_for(params, hypers, group_of)
         steps = [s["step"] for s in states]
         uniform = steps.count(steps[0]) == len(steps)
@@ -262,6 +265,17 @@ def _without_own_arguments(params):
     if params and isinstance(params[0], dict):
         return [{k: v for k, v in group.items() if k not in ("rule", "names")} for group in params]
     return params
+
+
+def _is_state_initialization(param_groups, grads) -> bool:
+    """Whether this first step is the one torch.distributed.checkpoint's
+    ``get_state_dict`` runs to create the state of an optimizer that has not stepped:
+    every lr set to 0 and every gradient zero. torch.optim's rules move nothing then;
+    decay's decoupled decay with ``decay_scaled_by="none"`` would still shrink θ by λ,
+    so the state is created and nothing is written (the step count stays 0)."""
+    if not all(isinstance(g["lr"], (int, float, torch.Tensor)) and float(g["lr"]) == 0.0 for g in param_groups):
+        return False
+    return all(not bool(g.any()) for g in grads)
 
 
 # -- sharded parameters (FSDP2's DTensors) ------------------------------------------------------

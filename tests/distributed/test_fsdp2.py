@@ -233,3 +233,26 @@ def test_a_nonfinite_gradient_on_one_rank_skips_the_step_on_every_rank(runs):
     for rank_facts in facts:
         assert rank_facts["nonfinite"] == {"skipped_steps": 1, "steps": [4]}
         assert rank_facts["nonfinite_paths"] == [["foreach definition", ["Tensor"]]]
+
+
+def test_get_state_dict_of_an_optimizer_that_has_not_stepped_changes_nothing():
+    """DCP's get_state_dict creates missing state by a step with lr 0 and zero
+    gradients. torch.optim moves nothing then; neither does decay, even where its decay
+    does not scale with lr (decay_scaled_by="none" would shrink θ by λ)."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model = worker.net()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = decay.torch.Optimizer(model.parameters(), decay.adamw(0.01, weight_decay=0.1, decay_scaled_by="none"))
+    _, optim_sd = get_state_dict(model, optimizer)
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[n]), n
+        assert optimizer.state[p]["step"] == 0 and not optimizer.state[p]["exp_avg"].any()
+        assert p.grad is None
+    assert sorted(optim_sd["state"]["0.weight"]) == ["exp_avg", "exp_avg_sq", "step"]
+    assert optimizer.param_groups[0]["lr"] == 0.01
+    # A real first step with lr 0 and a nonzero gradient is a step: the decay applies.
+    optimizer = decay.torch.Optimizer(model.parameters(), decay.adamw(0.0, weight_decay=0.1, decay_scaled_by="none"))
+    model(torch.ones(1, 4, dtype=torch.float64)).sum().backward()
+    optimizer.step()
+    np.testing.assert_allclose(model[0].weight.detach().numpy(), before["0.weight"].numpy() * 0.9, rtol=1e-15)
