@@ -20,7 +20,8 @@ def _ndim(tensor) -> int:
 
 def timm_default(name: str, tensor) -> bool:
     """timm's default: no decay for tensors with ndim <= 1 (biases, norm scales) or
-    names ending in "bias"."""
+    names ending in "bias". A DTensor (FSDP2's ``fully_shard``) is judged by its full
+    shape (its ``.shape``), whatever this rank's shard holds."""
     return not (_ndim(tensor) <= 1 or name.endswith("bias"))
 
 
