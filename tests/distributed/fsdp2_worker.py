@@ -132,7 +132,13 @@ def sharded(model, mp_policy=None):
 
 def gathered(model) -> dict:
     """Every parameter whole, on every rank (a collective)."""
-    return {n: p.full_tensor().detach().numpy().copy() for n, p in model.named_parameters()}
+    # (NumPy has no bfloat16; float32 holds every bfloat16 value exactly.)
+    return {n: _numpy(p.full_tensor()) for n, p in model.named_parameters()}
+
+
+def _numpy(tensor):
+    tensor = tensor.detach()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy().copy()
 
 
 class PathRecorder:
@@ -211,6 +217,15 @@ def run_mixed_precision(rank, world_size, arrays, facts):
     train(model, optimizer, None, rank, world_size, stop=MP_STEPS, dtype=torch.float32)
     arrays.update({f"mixed_precision/{k}": v for k, v in gathered(model).items()})
     facts["mixed_precision"] = {"shard_dtypes": sorted({str(p.dtype) for p in model.parameters()})}
+    # bfloat16 shards (the model cast before fully_shard): float32 state, float32 update.
+    model = sharded(net(torch.bfloat16))
+    optimizer = decay.torch.Optimizer(model.named_parameters(), decay.adamw(0.01, weight_decay=0.1))
+    train(model, optimizer, None, rank, world_size, stop=MP_STEPS, dtype=torch.bfloat16)
+    arrays.update({f"bfloat16_shards/{k}": v for k, v in gathered(model).items()})
+    facts["bfloat16_shards"] = {
+        "shard_dtypes": sorted({str(p.dtype) for p in model.parameters()}),
+        "slot_dtypes": sorted({str(v.dtype) for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)}),
+    }
 
 
 def nonfinite_rule(on_nonfinite="skip"):

@@ -219,6 +219,17 @@ def test_mixed_precision_tracks_the_float32_run(runs):
     assert all(f["mixed_precision"]["shard_dtypes"] == ["torch.float32"] for f in facts)
 
 
+def test_bfloat16_shards_keep_float32_state_and_track_the_float32_run(runs):
+    """A model cast to bfloat16 before fully_shard: float32 state, each update computed
+    in float32 and rounded once; within the README's bfloat16 bound of a float32 run."""
+    arrays, facts = runs["train"]
+    expected = _single("mixed", steps=worker.MP_STEPS, dtype=torch.float32, build=lambda model: (
+        decay.torch.Optimizer(model.named_parameters(), decay.adamw(0.01, weight_decay=0.1)), None))
+    assert _error(arrays, "bfloat16_shards", expected) <= rtol("bfloat16", worker.MP_STEPS)
+    for rank_facts in facts:
+        assert rank_facts["bfloat16_shards"] == {"shard_dtypes": ["torch.bfloat16"], "slot_dtypes": ["torch.float32"]}
+
+
 def test_a_nonfinite_gradient_on_one_rank_skips_the_step_on_every_rank(runs):
     """on_nonfinite="skip": a nan in rank 1's shard only. Every rank skips, so the
     weights equal one process that never saw that batch. (This rule, with an L1
