@@ -194,10 +194,32 @@ def run_train(rank, world_size, out_dir, arrays, facts):
             facts[name]["penalty_type"] = type(value).__name__
             facts[name]["penalty_of_dict"] = float(decay.distributed.sharded_penalty(
                 decay.L2(LAM), dict(model.named_parameters())))
+            facts[name].update(penalty_of_placements(model))
     for run in (run_mixed_precision, run_nonfinite_on_one_rank):
         started = time.perf_counter()
         run(rank, world_size, arrays, facts)
         facts[run.__name__] = time.perf_counter() - started
+
+
+REPLICATED = [1.0, -2.0, 3.0]
+
+
+def penalty_of_placements(model) -> dict:
+    """sharded_penalty of a replicated DTensor (every rank holds all of it: counted
+    once) next to the sharded parameters, and of a Partial one (refused)."""
+    from torch.distributed.tensor import Partial, Replicate, distribute_tensor
+
+    mesh = next(model.parameters()).device_mesh
+    replicated = distribute_tensor(torch.tensor(REPLICATED, dtype=torch.float64), mesh, [Replicate()])
+    out = {"penalty_with_replicated": float(decay.distributed.sharded_penalty(
+        decay.L2(LAM), list(model.parameters()) + [replicated]))}
+    partial = DTensor.from_local(torch.ones(2, dtype=torch.float64), mesh, [Partial()])
+    try:
+        decay.distributed.sharded_penalty(decay.L2(LAM), [partial])
+        out["partial_refused"] = ""
+    except decay.DecayError as error:
+        out["partial_refused"] = str(error)
+    return out
 
 
 def _gathered_state(name, model, optimizer) -> dict:

@@ -165,6 +165,10 @@ def test_sharded_penalty_on_dtensor_parameters(runs):
         assert relative_error(got["penalty"], expected) <= 1e-12
         assert relative_error(got["penalty_of_dict"], expected) <= 1e-12
         assert got["penalty_type"] == "Tensor"  # a plain tensor, the same on every rank
+        # A replicated DTensor is held whole by both ranks and counted once.
+        with_replicated = expected + worker.LAM * sum(v * v for v in worker.REPLICATED)
+        assert relative_error(got["penalty_with_replicated"], with_replicated) <= 1e-12
+        assert "Partial" in got["partial_refused"] and "pending reduction" in got["partial_refused"]
 
 
 def test_resume_from_a_distributed_checkpoint_is_bit_identical(runs):
