@@ -345,7 +345,8 @@ def _as_dtensor(local, like):
 def _finite_on_every_rank(local_grads) -> bool:
     """Whether every rank's shards of the gradients are finite: one all-reduce, so that
     ``on_nonfinite`` skips (or raises) on every rank together — a rank skipping alone
-    would leave its shards a step behind the others'."""
+    would leave its shards a step behind the others'. Over the default process group,
+    as every rank steps its optimizer under FSDP2."""
     import torch.distributed as dist
 
     device = local_grads[0].device if local_grads else "cpu"  # NCCL reduces device tensors only
