@@ -136,6 +136,9 @@ def adam(
     mask=None,
     groups=None,
     on_nonfinite: str = "apply",
+    cautious_decay: bool = False,
+    lr_max=None,
+    decay_toward=None,
 ) -> Adam:
     """Adam with weight decay coupled (``weight_decay=λ`` adds λθ to the gradient before
     the moments, as ``torch.optim.Adam``) or decoupled (``decoupled=True``, as
@@ -165,6 +168,9 @@ def adam(
         mask=mask,
         groups=groups,
         on_nonfinite=on_nonfinite,
+        cautious_decay=cautious_decay,
+        lr_max=lr_max,
+        decay_toward=decay_toward,
     )
 
 
@@ -181,6 +187,9 @@ def adamw(
     mask=None,
     groups=None,
     on_nonfinite: str = "apply",
+    cautious_decay: bool = False,
+    lr_max=None,
+    decay_toward=None,
 ) -> "AdamW":
     """AdamW: Adam with decoupled decay θ ← θ·(1 − lr_t·λ) before the step.
 
@@ -201,4 +210,7 @@ def adamw(
         mask=mask,
         groups=groups,
         on_nonfinite=on_nonfinite,
+        cautious_decay=cautious_decay,
+        lr_max=lr_max,
+        decay_toward=decay_toward,
     )

@@ -109,6 +109,9 @@ def sgd(
     mask=None,
     groups=None,
     on_nonfinite: str = "apply",
+    cautious_decay: bool = False,
+    lr_max=None,
+    decay_toward=None,
 ) -> SGD:
     """Gradient descent with weight decay in any of its three places.
 
@@ -148,4 +151,7 @@ def sgd(
         mask=mask,
         groups=groups,
         on_nonfinite=on_nonfinite,
+        cautious_decay=cautious_decay,
+        lr_max=lr_max,
+        decay_toward=decay_toward,
     )
