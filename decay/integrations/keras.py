@@ -270,7 +270,10 @@ class Optimizer(keras.optimizers.Optimizer):
             slots.append(per_variable)
         self._slots = slots
         if rule.decay_toward is not None:
-            self._set_references(variables)
+            # Once, eagerly, even when built inside model.fit's traced step: in the
+            # graph the assignment would run (and reset θ₀) at every step.
+            with tf.init_scope():
+                self._set_references(variables)
         self._skipped = None
         if rule.on_nonfinite == "skip":
             self._skipped = self.add_variable(
