@@ -5,6 +5,22 @@ A rule's own file never mentions weight decay: the engine applies the
 :class:`decay.engine.DecayPlan` made here before the rule's direction
 (:func:`decay.engine.apply_decay`), with the numbers :func:`common_fields` puts into
 each step's :class:`decay.engine.Hyper`.
+
+The variants no framework ships, on every rule alike (``Rule(..., cautious_decay=,
+lr_max=, decay_toward=)``):
+
+- cautious (Chen et al., 2025): θ ← θ − f·𝟙[u⊙θ ≥ 0]⊙θ − s·u, with u the rule's own
+  direction (what it steps by: AdamW m̂/(√v̂ + ε), SGD the momentum buffer or, with
+  Nesterov, g + μ·b, or g without momentum; for a rule the paper does not cover, the
+  same: its direction) and f the decoupled factor of the chosen scaling (η_t·λ in the
+  paper). Decoupled decay only. A declared kernel cannot run it (the plan's
+  ``cautious``): the engine runs the definition.
+- corrected (Defazio, 2025, AdamC): ``decay_scaled_by="corrected"``, f = lr_t²/lr_max·λ_t.
+- toward a reference (L2-SP, Li et al., 2018): ``decay_toward`` — coupled
+  g ← g + λ_t·(θ − θ₀), decoupled θ ← θ − f·(θ − θ₀); with cautious decay the mask is
+  𝟙[u⊙(θ − θ₀) ≥ 0] (the sign of the decay's own term). A regularizer's L2 part still
+  pulls toward 0. θ₀ lives in the state slot ``decay.engine.REFERENCE_SLOT``
+  (:mod:`decay.rules._reference`).
 """
 
 from __future__ import annotations

@@ -197,6 +197,11 @@ def adamw(
     ``keras.optimizers.AdamW`` use ``weight_decay=0.004, eps=1e-7, epsilon_hat=True``;
     for ``optax.adamw`` ``weight_decay=1e-4``; for the paper's rule
     ``decay_scaled_by="schedule_multiplier"``; for TF-Addons ``decay_scaled_by="none"``.
+
+    Variants no framework has (:mod:`decay.rules._decay`): ``cautious_decay=True``
+    (Chen et al., 2025: decay only where u⊙θ ≥ 0, u = m̂/(√v̂ + ε)),
+    ``decay_scaled_by="corrected"`` (Defazio's AdamC: lr_t²/lr_max, ``lr_max`` defaulting
+    to the lr's peak), ``decay_toward="init"`` or tensors θ₀ (L2-SP: toward θ₀).
     """
     return AdamW(
         lr=lr,

@@ -126,6 +126,11 @@ def sgd(
 
     ``lr`` and ``weight_decay`` take numbers or schedules (callables step -> value);
     ``mask`` selects decayed parameters; ``groups`` gives per-group hyperparameters.
+
+    Variants no framework has (:mod:`decay.rules._decay`): ``cautious_decay=True``
+    (decoupled: decay only where u⊙θ ≥ 0, u the buffer, g + μ·b with Nesterov, or g),
+    ``decay_scaled_by="corrected"`` (lr_t²/lr_max, ``lr_max`` defaulting to the lr's
+    peak), ``decay_toward="init"`` or tensors θ₀ (decay toward θ₀ instead of 0).
     See :class:`SGD` for the update as math.
 
     Example::
