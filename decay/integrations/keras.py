@@ -111,7 +111,7 @@ from ..engine import LOW_PRECISION
 from ..penalties import Penalty, penalty_from_config
 from ..rules import Rule
 from ..rules import from_config as rule_from_config
-from ..rules._reference import reference_slots
+from ..rules._reference import checked_arrays, reference_slots
 
 #: Keras's optimizer arguments that decay.keras.Optimizer passes through and saves.
 _KERAS_ARGS = (
@@ -250,8 +250,10 @@ class Optimizer(keras.optimizers.Optimizer):
         if self.built:
             return
         _check_strategy()
-        super().build(variables)
         rule = self._rule
+        if rule.decay_toward is not None:  # a reference that does not fit: refused before anything is made
+            checked_arrays(rule.decay_toward, [_path(v) for v in variables], [tuple(v.shape) for v in variables])
+        super().build(variables)
         self._names = tuple(_path(v) for v in variables)
         self._group_of, self._decayed = rule.resolve(self._names, list(variables))
         self._dtypes = tuple(keras.backend.standardize_dtype(v.dtype) for v in variables)

@@ -207,12 +207,13 @@ class Optimizer(torch.optim.Optimizer):
                 # A Python int: it is read and advanced for every parameter at every step,
                 # which costs microseconds as a tensor. (torch.optim keeps a CPU tensor;
                 # an int saves and loads the same way.)
-                state["step"] = 0
+                new = {"step": 0}
                 for slot in self.rule.state_slot_names(hypers[g]):
                     dtype = torch.float32 if self._backend.dtype_name(p) in LOW_PRECISION else p.dtype
-                    state[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+                    new[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
                 if self.rule.decay_toward is not None:
-                    self._set_reference(p, state)
+                    self._set_reference(p, new)  # may refuse it: then no state is left half made
+                state.update(new)
         return states
 
     def _set_reference(self, p, state):

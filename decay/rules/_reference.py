@@ -69,27 +69,36 @@ def _pick(toward, names, count: int) -> list:
 def pick_reference(toward, names, count: int, index: int):
     """The ``decay_toward`` of leaf ``index`` alone (of ``count`` leaves named ``names``),
     for callers that make one parameter's state at a time."""
-    if toward == INIT:
+    if isinstance(toward, str):  # "init" (checked when the rule was built)
         return INIT
     return [_pick(toward, list(names), count)[index]]
+
+
+def checked_arrays(toward, names, shapes) -> list | None:
+    """θ₀ of each leaf as a NumPy array, checked against the leaves' names and shapes
+    before anything is made (None for "init")."""
+    if isinstance(toward, str):  # "init" (checked when the rule was built)
+        return None
+    arrays = []
+    for name, shape, ref in zip(names, shapes, _pick(toward, list(names), len(shapes))):
+        array = _as_numpy(name, ref)
+        if tuple(array.shape) != tuple(shape) or array.dtype.kind != "f":
+            raise DecayError(
+                f"`decay_toward` for parameter {name!r} is a {array.dtype} array of shape "
+                f"{tuple(array.shape)}; expected floats of the parameter's shape {tuple(shape)}."
+            )
+        arrays.append(array)
+    return arrays
 
 
 def reference_slots(toward, backend, names, leaves, likes) -> list:
     """The reference slot of each leaf: a tensor like ``likes[i]`` (the slot's dtype and
     device) holding θ₀, checked to have the leaf's shape."""
-    if toward == INIT:
+    arrays = checked_arrays(toward, names, [backend.shape(x) for x in leaves])
+    if arrays is None:
         return [backend.cast(backend.clone([backend.read(x)])[0], backend.dtype_name(like))
                 for x, like in zip(leaves, likes)]
-    out = []
-    for name, leaf, like, ref in zip(names, leaves, likes, _pick(toward, list(names), len(leaves))):
-        array = _as_numpy(name, ref)
-        if tuple(array.shape) != backend.shape(leaf) or array.dtype.kind != "f":
-            raise DecayError(
-                f"`decay_toward` for parameter {name!r} is a {array.dtype} array of shape "
-                f"{tuple(array.shape)}; expected floats of the parameter's shape {backend.shape(leaf)}."
-            )
-        out.append(backend.from_numpy(array, like))
-    return out
+    return [backend.from_numpy(array, like) for array, like in zip(arrays, likes)]
 
 
 def to_config(toward):

@@ -108,7 +108,7 @@ class Rule:
         )
         # The variants no framework ships (decay/rules/_decay.py); saved only when used.
         variants = dict(cautious_decay=cautious_decay, lr_max=lr_max, decay_toward=decay_toward)
-        self._kwargs.update({k: v for k, v in variants.items() if v not in (None, False)})
+        self._kwargs.update({k: v for k, v in variants.items() if v is not None and v is not False})
         self.decoupled = check_flag("decoupled", decoupled)
         if regularizer is not None and not isinstance(regularizer, Penalty):
             raise DecayError(

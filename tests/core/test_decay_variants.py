@@ -275,3 +275,20 @@ def test_conversion_refuses_each_variant():
             closest = decay.to_native(rule, framework, strict=False)
             assert not closest.exact and ("cautious" in closest.reason or "corrected" in closest.reason
                                           or "decay_toward" in closest.reason)
+
+
+def test_one_tensor_reference_odd_layouts_and_aliasing(native):
+    # One tensor as the reference (not a list), transposed (non-contiguous) and the very
+    # object being optimized: θ₀ is copied at init, so it keeps its value while θ moves.
+    start = np.arange(12.0).reshape(4, 3).T
+    x = native.param(start, "float64")
+    rule = decay.sgd(0.1, weight_decay=0.5, decoupled=True, decay_toward=x)
+    state = rule.init(x)
+    for _ in range(3):
+        x, state = rule.step(x, native.grad(np.ones((3, 4)), "float64"), state)
+    # Each step: θ ← θ − 0.05·(θ − θ₀) − 0.1·1; so d = θ − θ₀ follows d ← 0.95·d − 0.1.
+    d = 0.0
+    for _ in range(3):
+        d = 0.95 * d - 0.1
+    assert_close(native.numpy(x), start + d, "float64", steps=3)
+    assert_close(native.numpy(state.slots["decay_toward"][0]), start, "float64")
