@@ -121,3 +121,18 @@ def test_keras_optimizer_equals_the_paper(case):
     for g in grads:
         step(tf.constant(g["w"]), tf.constant(g["b"]))
     _check({n: v.numpy() for n, v in zip(SHAPES, variables)}, want, STEPS, case)
+
+
+@needs_backends("tensorflow", why="decay.keras.Optimizer")
+def test_keras_config_keeps_the_variants_and_the_reference():
+    # What model.save writes for the optimizer: plain JSON, the reference as numbers.
+    import json
+
+    _, _, center = _problem()
+    rule = decay.adamw(decay.schedules.cosine(PEAK, STEPS), weight_decay=LAM, cautious_decay=True,
+                       decay_scaled_by="corrected", lr_max=0.1, decay_toward=center)
+    config = json.loads(json.dumps(decay.keras.Optimizer(rule).get_config()))
+    again = decay.keras.Optimizer.from_config(config).rule
+    assert again.cautious_decay and again.decay_scaled_by == "corrected" and again.lr_max == 0.1
+    for n in SHAPES:
+        np.testing.assert_array_equal(again.decay_toward[n], center[n])
