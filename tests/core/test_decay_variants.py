@@ -44,10 +44,6 @@ CASES = {
                                  groups=[{"params": ["b"], "weight_decay": 0.1}]),
         lambda p, g, c, on=True: ref.adamw(p, g, LR, {"w": LAM, "b": 0.1}, corrected_max=PEAK if on else None),
     ),
-    "adamw-toward-tensors": (
-        lambda p, c: decay.adamw(_sched(), weight_decay=LAM, decay_toward=c),
-        lambda p, g, c, on=True: ref.adamw(p, g, LR, LAM, toward=c if on else None),
-    ),
     "adamw-all-three-init": (
         lambda p, c: decay.adamw(_sched(), weight_decay=LAM, cautious_decay=True, decay_scaled_by="corrected",
                                  decay_toward="init"),
