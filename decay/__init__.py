@@ -9,7 +9,7 @@ from .backends import available_backends, get_backend, known_backends
 from .convert import from_native, to_native
 from .errors import DecayError
 from .penalties import L1, L2, ElasticNet, Penalty, regularized_loss
-from .rules import Rule, RuleState, adam, adamw, normalized_weight_decay, sgd
+from .rules import Rule, RuleState, adam, adamw, normalized_weight_decay, sgd, weight_decay_for_timescale
 
 __version__ = "0.1.0"
 
@@ -52,6 +52,7 @@ __all__ = [
     "adam",
     "adamw",
     "normalized_weight_decay",
+    "weight_decay_for_timescale",
     "from_native",
     "to_native",
     "schedules",

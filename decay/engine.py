@@ -44,12 +44,22 @@ class Hyper:
     step_size: float  #: θ ← θ − step_size·u, u the rule's direction
 
 
+#: The state slot holding the reference θ₀ of ``decay_toward`` (one tensor per parameter).
+REFERENCE_SLOT = "decay_toward"
+
+
 class DecayPlan(NamedTuple):
     """Where weight decay sits for the leaves of one part (fixed per group and mask)."""
 
     coupled: bool = False  #: add ``Hyper.coupled``·θ to the gradient
     penalty: object = None  #: a non-linear penalty (L1) whose gradient is added to it
     decoupled: bool = False  #: shrink θ by ``Hyper.decay_factor`` before the update
+    #: decoupled, cautious (Chen et al., 2025): shrink only where u⊙θ ≥ 0, which needs the
+    #: rule's direction u first, so no declared kernel can run it (the definition runs)
+    cautious: bool = False
+    #: the weight decay λ pulls toward the reference θ₀ (slot ``REFERENCE_SLOT``) instead
+    #: of 0 (L2-SP): coupled g ← g + λ_t·(θ − θ₀), decoupled θ ← θ − f·(θ − θ₀)
+    toward: bool = False
 
 
 class FusedCall(NamedTuple):
@@ -149,9 +159,12 @@ def partition(rule, groups: list, group_of, decayed, dtypes, steps=None) -> tupl
             hyper = len(pairs)
             pairs.append((g, t))
         group = groups[g]
+        plan = rule.decay_plan(group, d)
+        # The fold of a coupled decay into one scaling (update) knows only decay toward 0.
+        plain = rule.direction_is_gradient(group) and not (plan.cautious or plan.toward)
         parts.append(Part(
-            None if len(keys) == 1 else tuple(index), hyper, rule.decay_plan(group, d),
-            tuple(rule.slot_names(group)), "float32" if low else None, rule.direction_is_gradient(group),
+            None if len(keys) == 1 else tuple(index), hyper, plan,
+            tuple(rule.state_slot_names(group)), "float32" if low else None, plain,
         ))
     return tuple(parts), pairs
 
@@ -164,24 +177,52 @@ def _with_penalty(ops, plan: DecayPlan, params: list, grads: list) -> list:
     return [g + plan.penalty.leaf_grad(ops, p) for g, p in zip(grads, params)]
 
 
-def apply_decay(ops, plan: DecayPlan, h: Hyper, params: list, grads: list) -> list:
+def apply_decay(ops, plan: DecayPlan, h: Hyper, params: list, grads: list, reference=None) -> list:
     """Weight decay in the update, for every rule alike; returns the gradients to use.
 
     Coupled: g ← g + ∇penalty(θ) (its non-linear part) + coupled·θ; decoupled:
     θ ← θ·(1 − decay_factor), after the gradient is formed (a penalty's gradient is
-    taken at the θ of the step). The caller's gradients are never written."""
+    taken at the θ of the step). The caller's gradients are never written. With
+    ``plan.toward`` the λ part pulls toward ``reference`` (θ₀, a list) instead of 0;
+    with ``plan.cautious`` the decoupled shrink is left to :func:`_cautious_step`."""
     grads = _with_penalty(ops, plan, params, grads)
     if plan.coupled:
         grads = ops.add(grads, params, alpha=h.coupled)
-    if plan.decoupled:
+        if plan.toward and not plan.decoupled:  # λ is the coupled part: g + λ·(θ − θ₀)
+            ops.add_(grads, reference, alpha=-h.weight_decay)
+    if plan.decoupled and not plan.cautious:
         ops.mul_(params, 1.0 - h.decay_factor)
+        if plan.toward:  # θ·(1 − f) + f·θ₀ = θ − f·(θ − θ₀)
+            ops.add_(params, reference, alpha=h.decay_factor)
     return grads
+
+
+def _cautious_step(ops, plan: DecayPlan, h: Hyper, params: list, direction, reference) -> None:
+    """θ ← θ − f·𝟙[u⊙d ≥ 0]⊙d − s·u, with d = θ (or θ − θ₀ toward a reference), u the
+    rule's direction and f = ``decay_factor`` (Chen et al., 2025: f = η_t·λ).
+
+    The indicator is built from the vocabulary's sign: sign(sign(x) + ½) is +1 where
+    x ≥ 0 (0 included) and −1 where x < 0, so (that + 1)·d is 2·𝟙[x ≥ 0]·d exactly,
+    and the factor ½ goes into the scalar."""
+    if isinstance(direction, tuple):
+        direction = ops.div(direction[0], direction[1])
+    d = params if reference is None else ops.add(params, reference, alpha=-1.0)
+    mask = ops.sign_all(ops.mul(direction, d))
+    ops.add_(mask, 0.5)
+    mask = ops.sign_all(mask)
+    ops.add_(mask, 1.0)
+    ops.mul_(mask, d)  # 2·𝟙[u⊙d ≥ 0]⊙d, read from θ before it is written
+    ops.add_(params, mask, alpha=-0.5 * h.decay_factor)
+    ops.add_(params, direction, alpha=-h.step_size)
 
 
 def update(rule, ops, part: Part, h: Hyper, params: list, grads: list, slots: dict) -> None:
     """One part's step, in place on ``params`` and ``slots`` (lists): decay, the rule's
     direction u, θ ← θ − step_size·u."""
     plan = part.plan
+    reference = slots.get(REFERENCE_SLOT) if plan.toward else None
+    if REFERENCE_SLOT in slots:  # the engine's, not the rule's: the rule never sees it
+        slots = {k: v for k, v in slots.items() if k != REFERENCE_SLOT}
     if part.plain and plan.coupled:
         # u = g (the rule says so): θ·(1 − f) − s·(g + c·θ) = θ·(1 − f − s·c) − s·g, the
         # coupled decay folded into one scaling instead of a pass that forms g + c·θ.
@@ -190,21 +231,36 @@ def update(rule, ops, part: Part, h: Hyper, params: list, grads: list, slots: di
         ops.mul_(params, 1.0 - shrink)
         ops.add_(params, grads, alpha=-h.step_size)
         return
-    grads = apply_decay(ops, plan, h, params, grads)
+    grads = apply_decay(ops, plan, h, params, grads, reference)
     direction = rule.direction(ops, h, params, grads, slots)
-    if isinstance(direction, tuple):  # u = numerator / denominator, divided in the step
+    if plan.cautious and plan.decoupled:
+        _cautious_step(ops, plan, h, params, direction, reference)
+    elif isinstance(direction, tuple):  # u = numerator / denominator, divided in the step
         ops.addcdiv_(params, direction[0], direction[1], -h.step_size)
     else:
         ops.add_(params, direction, alpha=-h.step_size)
 
 
+def _kernel_plan(plan: DecayPlan):
+    """The plan a declared kernel is asked to run, or None when none can: cautious decay
+    needs the rule's direction before the shrink, which a whole-step kernel never
+    exposes. Toward a reference, the engine applies the decay itself and the kernel
+    runs without any (its own decay pulls toward 0)."""
+    if plan.cautious and plan.decoupled:
+        return None
+    return DecayPlan() if plan.toward else plan
+
+
 def _run_part(rule, backend, part: Part, h: Hyper, t, params, grads, slots, fast) -> None:
-    if fast and backend.has_fused and part.compute is None:
-        call = rule.fused(h, part.plan, t)
+    kernel_plan = _kernel_plan(part.plan) if fast and backend.has_fused and part.compute is None else None
+    if kernel_plan is not None:
+        call = rule.fused(h, kernel_plan, t)
         ready = None if call is None else backend.fused_ready(params, grads, slots)
         if ready is not None:
+            if kernel_plan is not part.plan:
+                grads = apply_decay(backend, part.plan, h, params, grads, slots[REFERENCE_SLOT])
             if not call.includes_decay:
-                grads = apply_decay(backend, part.plan, h, params, grads)
+                grads = apply_decay(backend, kernel_plan, h, params, grads)
             backend.run_fused(call, ready, params, grads, slots)
             return
 

@@ -91,10 +91,24 @@ class L2(Penalty):
     """``lam · Σθ²`` — gradient ``2·lam·θ``.
 
     The article's formula and ``keras.regularizers.L2(l2=lam)`` (no ½). In the update
-    rule it equals PyTorch's coupled ``weight_decay = 2·lam``."""
+    rule it equals PyTorch's coupled ``weight_decay = 2·lam``.
 
-    def __init__(self, lam: float = 0.01):
+    ``center=θ₀`` (tensors like the parameters: a dict name -> tensor, a list in their
+    order, or one tensor; any backend's or NumPy) makes it L2-SP (Li, Grandvalet and
+    Davoine, 2018): ``lam · Σ‖θ − θ₀‖²``, gradient ``2·lam·(θ − θ₀)``, pulling toward
+    the pretrained weights instead of 0. No framework has it; in an update rule use
+    ``decay_toward=θ₀`` with ``weight_decay=2·lam`` instead."""
+
+    def __init__(self, lam: float = 0.01, center=None):
         self.lam = check_number("lam", lam)
+        if center is not None:
+            from .rules._reference import check_decay_toward
+
+            if isinstance(center, str):
+                raise DecayError(f"`center` must be tensors like the parameters. Received: center={center!r}.")
+            check_decay_toward(center)
+        self.center = center
+        self._centers: dict = {}  # native copies of the center, per backend, device and dtype
 
     def leaf_value(self, backend, x):
         return backend.sum_squares(x) * self.lam
@@ -105,18 +119,64 @@ class L2(Penalty):
     def leaf_grad(self, backend, x):
         return x * (2.0 * self.lam)
 
+    def _offsets(self, params):
+        """(flat params, backend, θ − θ₀ per leaf): the center matched by name or position."""
+        from .rules._reference import pick_reference, reference_slots
+
+        flat = flatten(params)
+        backend = backend_of_tensors(zip(flat.names, flat.leaves))
+        out = []
+        for i, (name, x) in enumerate(zip(flat.names, flat.leaves)):
+            key = (backend.name, backend.device(x), backend.dtype_name(x), i, len(flat.leaves), name)
+            c = self._centers.get(key)
+            if c is None:
+                one = pick_reference(self.center, flat.names, len(flat.leaves), i)
+                c = self._centers[key] = reference_slots(one, backend, [name], [x], [x])[0]
+            out.append(x - c)
+        return flat, backend, out
+
+    def penalty(self, params):
+        if self.center is None:
+            return super().penalty(params)
+        _, backend, offsets = self._offsets(params)
+        return backend.sum_squares_all(offsets) * self.lam
+
+    def grad(self, params):
+        if self.center is None:
+            return super().grad(params)
+        flat = flatten(params)
+        backend = backend_of_tensors(zip(flat.names, flat.leaves))
+        with backend.no_grad():
+            grads = [d * (2.0 * self.lam) for d in self._offsets(params)[2]]
+        return unflatten(flat, grads)
+
+    __call__ = penalty
+
     def get_config(self):
-        return {"name": "L2", "lam": self.lam}
+        if self.center is None:
+            return {"name": "L2", "lam": self.lam}
+        from .rules._reference import to_config
+
+        return {"name": "L2", "lam": self.lam, "center": to_config(self.center)}
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_centers"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _centers={})
 
     @property
     def l2(self):
         return self.lam
 
     def plus_l2(self, lam):
+        if self.center is not None:
+            raise DecayError(f"{self!r} has a center; it cannot be merged with an L2 toward 0.")
         return L2(self.lam + lam)
 
     def __repr__(self):
-        return f"L2(lam={self.lam!r})"
+        center = "" if self.center is None else ", center=<tensors>"
+        return f"L2(lam={self.lam!r}{center})"
 
 
 class L1(Penalty):
@@ -203,6 +263,10 @@ def split_l2(penalty: "Penalty | None") -> tuple:
 def penalty_from_config(config: dict) -> Penalty:
     kinds = {"L2": L2, "L1": L1, "ElasticNet": ElasticNet}
     config = dict(config)
+    if config.get("center") is not None:
+        from .rules._reference import from_config
+
+        config["center"] = from_config(config["center"])
     return kinds[config.pop("name")](**config)
 
 

@@ -64,7 +64,9 @@ def _add_training_options(p, defaults: compare.Config):
                    help="PyTorch-convention coefficient lambda; in the loss it is L2(lambda/2) "
                         f"(default: {defaults.weight_decay})")
     p.add_argument("--decay-mode", choices=compare.DECAY_MODES, default=defaults.decay_mode,
-                   help=f"where the decay lives (default: {defaults.decay_mode})")
+                   help="where the decay lives; cautious, corrected and toward-init are decoupled decay "
+                        "in the variants no framework ships (masked by sign agreement; scaled by "
+                        f"lr_t^2/lr_max; toward the initial weights) (default: {defaults.decay_mode})")
     p.add_argument("--schedule", choices=compare.SCHEDULES, default=defaults.schedule,
                    help=f"learning-rate schedule (default: {defaults.schedule})")
     p.add_argument("--steps", type=int, default=defaults.steps, help=f"updates (default: {defaults.steps})")
@@ -81,7 +83,8 @@ def _config(args, **extra) -> compare.Config:
     return compare.Config(
         backends=args.backends, model=args.model, dataset=args.dataset, optimizer=args.optimizer,
         lr=args.lr, weight_decay=args.weight_decay, decay_mode=args.decay_mode, schedule=args.schedule,
-        steps=args.steps, batch_size=args.batch_size, dtype=args.dtype, seed=args.seed, **extra,
+        steps=args.steps, batch_size=args.batch_size, dtype=args.dtype, seed=args.seed,
+        monitor=getattr(args, "monitor", False), **extra,
     )
 
 
@@ -122,6 +125,8 @@ def _cmd_convert(args) -> int:
         nesterov=args.nesterov, weight_decay=args.weight_decay, betas=tuple(args.betas) if args.betas else None,
         eps=args.eps, amsgrad=args.amsgrad,
     )
+    if args.variant:
+        rule = compare.monitor.with_variant(rule, args.variant)
     conversion = to_native(rule, args.target, strict=False)
     print(f"# {args.source} {args.optimizer} is {rule!r} in decay")
     print(conversion.code)
@@ -196,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(p, defaults)
     p.add_argument("--natives", action="store_true",
                    help="add rows for each framework's own optimizer, configured through decay.convert")
+    p.add_argument("--monitor", action="store_true",
+                   help="record per-layer weight norms and gradient-norm/weight-norm ratios of the first "
+                        "backend's run, in the JSON report and the plot")
     p.set_defaults(func=_cmd_compare, flags=p.flags)
 
     p = sub.add_parser("sweep", help="choose weight decay by k-fold cross-validation over a grid",
@@ -223,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--betas", type=float, nargs=2, default=None, metavar=("BETA1", "BETA2"))
     p.add_argument("--eps", type=float, default=None, help="epsilon (default: the source optimizer's default)")
     p.add_argument("--amsgrad", action="store_true")
+    p.add_argument("--variant", choices=("cautious", "corrected", "toward-init"), default=None,
+                   help="add a decay variant no framework ships (decoupled decay only): the answer "
+                        "says why it is not exact")
     p.set_defaults(func=_cmd_convert, flags=p.flags)
 
     p = sub.add_parser("example", help="the article's worked example on every installed backend")

@@ -21,12 +21,12 @@ import numpy as np
 from .. import L2, adam, available_backends, get_backend, schedules, sgd, to_native
 from ..errors import DecayError
 from ..tolerances import relative_error, rtol
-from . import datasets
+from . import datasets, monitor
 from .models import MLP, LinearRegression, LogisticRegression, fit
 
 MODELS = ("mlp", "linear", "logistic")
 OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov")
-DECAY_MODES = ("loss", "coupled", "decoupled")
+DECAY_MODES = ("loss", "coupled", "decoupled") + monitor.VARIANT_MODES
 SCHEDULES = ("constant", "cosine", "step", "exponential", "warmup-cosine")
 SCHEMA = "decay.compare/1"
 
@@ -49,6 +49,7 @@ class Config:
     seed: int = 0
     natives: bool = False
     hidden: int = 32
+    monitor: bool = False  # per-layer norms of the reference run (decay/app/monitor.py)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Result:
     undecayed: dict = field(default=None, repr=False)
     model: object = field(default=None, repr=False)
     data: object = field(default=None, repr=False)
+    monitor: dict = None  # --monitor: monitor.Monitored.to_json()
 
     def to_json(self) -> dict:
         rows = []
@@ -97,6 +99,7 @@ class Result:
             "agree": self.agree,
             "replay_relative_error": self.replay_error,
             "rows": rows,
+            **({"monitor": self.monitor} if self.monitor is not None else {}),
         }
 
 
@@ -135,6 +138,8 @@ def build_rule(config: Config):
     train the same numbers, and "decoupled" shows what changes."""
     lr = build_schedule(config)
     wd = config.weight_decay
+    if config.decay_mode in monitor.VARIANT_MODES:
+        return monitor.variant_rule(config, lr, wd), None
     coupled = wd if config.decay_mode == "coupled" else 0.0
     decoupled_wd = wd if config.decay_mode == "decoupled" else 0.0
     rule_wd = coupled or decoupled_wd
@@ -264,6 +269,8 @@ def run(config: Config, progress: bool = True) -> Result:
     rows = []
     runs = [(name, "decay", f"decay.{rule.get_config()['rule']}", rule) for name in backends]
     runs += [(name, "native", label, _NativeOptimizer(conversion)) for name, conversion, label in conversions]
+    if config.monitor:
+        runs[0] = runs[0][:3] + (monitor.Monitored(rule),)
     for name, kind, label, optimizer in runs:
         bar.start(label if kind == "native" else f"decay on {name}")
         start = time.perf_counter()
@@ -278,6 +285,8 @@ def run(config: Config, progress: bool = True) -> Result:
     result = Result(config, rows, rows[0].backend, rtol(config.dtype, config.steps), True, data.description,
                     model=model, data=data)
     result.agree = _differences(rows, result.tolerance)
+    if config.monitor:
+        result.monitor = runs[0][3].to_json(runs[0][0])
     if data.raw is not None and config.weight_decay > 0:
         plain_rule, _ = build_rule(replace(config, weight_decay=0.0))
         result.undecayed, _ = train("numpy", model, params0, plain_rule, None, data, config)

@@ -24,7 +24,17 @@ def compare(result, path: str) -> None:
     fitted curve with and without weight decay, which shows what the decay does."""
     plt = _pyplot()
     curve = result.undecayed is not None
-    fig, axes = plt.subplots(1, 2 if curve else 1, figsize=(11 if curve else 7, 4.2), dpi=120)
+    monitored = getattr(result, "monitor", None) is not None
+    if monitored:  # a second row: per-layer norms (decay/app/monitor.py)
+        from .monitor import plot as plot_monitor
+
+        fig, grid = plt.subplots(2, 2, figsize=(11, 8.4), dpi=120)
+        axes = grid[0] if curve else grid[0][0]
+        plot_monitor(grid[1][0], grid[1][1], result.monitor)
+        if not curve:
+            grid[0][1].axis("off")
+    else:
+        fig, axes = plt.subplots(1, 2 if curve else 1, figsize=(11 if curve else 7, 4.2), dpi=120)
     _loss_curves(axes[0] if curve else axes, result)
     if curve:
         _fitted_function(axes[1], result)

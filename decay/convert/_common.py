@@ -37,11 +37,35 @@ def common_issues(rule, issues, framework):
             f"on_nonfinite={rule.on_nonfinite!r}: {fw} optimizers apply every step, non-finite "
             "gradients included; the closest does too"
         )
+    variant_issues(rule, issues, fw)
     wd = _rule.hyper(rule, "weight_decay")
     if callable(wd):
         issues.append(
             f"the weight decay is a schedule ({wd!r}); {fw} optimizers "
             "take a constant; the closest uses its value at step 0"
+        )
+
+
+def variant_issues(rule, issues, fw):
+    """The decay variants no framework ships (decay/rules/_decay.py): each one an issue,
+    so that to_native refuses them, or gives the closest with exact=False and why."""
+    if not _rule.decays(rule):
+        return
+    if rule.decoupled and rule.cautious_decay:
+        issues.append(
+            f"cautious_decay=True decays only where the update u and θ agree in sign "
+            f"(θ ← θ − η_t·(u + λ·1[u⊙θ ≥ 0]⊙θ)); {fw} has no such option: the closest decays "
+            "every coordinate"
+        )
+    if rule.decoupled and rule.decay_scaled_by == "corrected":
+        issues.append(
+            f"decay_scaled_by='corrected' scales the decay by lr_t²/lr_max (AdamC); {fw} scales it "
+            "by lr_t: the closest is equal only while lr_t = lr_max"
+        )
+    if rule.decay_toward is not None:
+        issues.append(
+            f"decay_toward pulls θ toward a reference θ₀ (L2-SP); {fw}'s weight decay pulls toward 0: "
+            "the closest decays toward 0"
         )
 
 
@@ -61,6 +85,8 @@ def lr_scaled(rule, lam: float, what: str, issues) -> float:
     lr = _rule.hyper(rule, "lr")
     if rule.decay_scaled_by == "schedule_multiplier":
         return lam / _rule.base_lr(rule)
+    if rule.decay_scaled_by == "corrected":
+        return lam  # lr_t²/lr_max·λ = lr_t·λ while lr_t = lr_max (variant_issues says so)
     alpha = base_value(lr)
     if not is_constant(lr):
         issues.append(

@@ -50,6 +50,12 @@ def check_convertible(p: Penalty):
     """Only these three are written natively; another penalty's parts cannot be read."""
     if not isinstance(p, (L1, L2, ElasticNet)):
         raise DecayError(f"No conversion for penalty {p!r}; decay.L1, L2 and ElasticNet convert.")
+    if getattr(p, "center", None) is not None:
+        raise DecayError(
+            f"No conversion for {p!r}: an L2 toward a center (L2-SP) exists in neither PyTorch nor "
+            "Keras. Add decay's own penalty to the loss (decay.regularized_loss(loss, params, penalty), "
+            "or decay.keras.Regularizer(penalty) on a layer)."
+        )
 
 
 def penalty_conversion(p: Penalty, framework: str) -> Conversion:

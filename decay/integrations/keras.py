@@ -111,6 +111,7 @@ from ..engine import LOW_PRECISION
 from ..penalties import Penalty, penalty_from_config
 from ..rules import Rule
 from ..rules import from_config as rule_from_config
+from ..rules._reference import checked_arrays, reference_slots
 
 #: Keras's optimizer arguments that decay.keras.Optimizer passes through and saves.
 _KERAS_ARGS = (
@@ -249,8 +250,10 @@ class Optimizer(keras.optimizers.Optimizer):
         if self.built:
             return
         _check_strategy()
-        super().build(variables)
         rule = self._rule
+        if rule.decay_toward is not None:  # a reference that does not fit: refused before anything is made
+            checked_arrays(rule.decay_toward, [_path(v) for v in variables], [tuple(v.shape) for v in variables])
+        super().build(variables)
         self._names = tuple(_path(v) for v in variables)
         self._group_of, self._decayed = rule.resolve(self._names, list(variables))
         self._dtypes = tuple(keras.backend.standardize_dtype(v.dtype) for v in variables)
@@ -258,7 +261,7 @@ class Optimizer(keras.optimizers.Optimizer):
         slots = []
         for variable, group, dtype in zip(variables, self._group_of, self._dtypes):
             per_variable = {}
-            for slot in rule.slot_names(hypers[group]):
+            for slot in rule.state_slot_names(hypers[group]):
                 if dtype in LOW_PRECISION:
                     per_variable[slot] = self.add_variable(  # state kept in float32
                         shape=variable.shape, dtype="float32",
@@ -268,6 +271,11 @@ class Optimizer(keras.optimizers.Optimizer):
                     per_variable[slot] = self.add_variable_from_reference(variable, name=slot)
             slots.append(per_variable)
         self._slots = slots
+        if rule.decay_toward is not None:
+            # Once, eagerly, even when built inside model.fit's traced step: in the
+            # graph the assignment would run (and reset θ₀) at every step.
+            with tf.init_scope():
+                self._set_references(variables)
         self._skipped = None
         if rule.on_nonfinite == "skip":
             self._skipped = self.add_variable(
@@ -276,6 +284,16 @@ class Optimizer(keras.optimizers.Optimizer):
         # The records of step 0: inside a graph the per-step numbers are put into them
         # (their bool fields are fixed per group).
         self._templates = engine.coefficients(rule, hypers, 0)
+
+    def _set_references(self, variables):
+        """θ₀ of ``decay_toward`` into its slot: "init" is the variables' values now
+        (at build); tensors are matched by variable path or by position."""
+        slot = engine.REFERENCE_SLOT
+        likes = [tf.convert_to_tensor(_native(s[slot])) for s in self._slots]
+        values = reference_slots(self._rule.decay_toward, self._tf_backend, self._names,
+                                 [tf.convert_to_tensor(_native(v)) for v in variables], likes)
+        for per_variable, value in zip(self._slots, values):
+            per_variable[slot].assign(value)
 
     @property
     def skipped_steps(self) -> int:

@@ -24,6 +24,7 @@ from ..engine import LOW_PRECISION
 from ..errors import DecayError
 from ..masks import resolve_mask
 from ..rules import Rule
+from ..rules._reference import pick_reference, reference_slots
 
 _IS_SPARSE = operator.attrgetter("is_sparse")
 
@@ -107,6 +108,10 @@ class Optimizer(torch.optim.Optimizer):
         if "_lr0" in hyper and "initial_lr" in group:
             # A torch lr scheduler keeps the base lr here: the paper's η_t = lr_t / lr_0.
             hyper["_lr0"] = float(group["initial_lr"])
+        if "_lr_max" in hyper and self.rule.lr_max is None and "initial_lr" in group:
+            # ... and the peak of a decreasing schedule, for decay_scaled_by="corrected"
+            # (a scheduler that rises above it, OneCycleLR, needs lr_max=).
+            hyper["_lr_max"] = float(group["initial_lr"])
         self._groups[id(group)] = (group, current, hyper)
         return hyper
 
@@ -166,7 +171,7 @@ class Optimizer(torch.optim.Optimizer):
         states = self._states_for(params, hypers, group_of)
         steps = [s["step"] for s in states]
         uniform = steps.count(steps[0]) == len(steps)
-        names = sorted({n for h in hypers for n in self.rule.slot_names(h)})
+        names = sorted({n for h in hypers for n in self.rule.state_slot_names(h)})
         columns = {n: [s.get(n) for s in states] for n in names}
         parts = self._parts(params, hypers, group_of, decayed) if uniform else None
         run_params, run_grads, run_columns = params, grads, columns
@@ -218,11 +223,29 @@ class Optimizer(torch.optim.Optimizer):
                 # A Python int: it is read and advanced for every parameter at every step,
                 # which costs microseconds as a tensor. (torch.optim keeps a CPU tensor;
                 # an int saves and loads the same way.)
-                state["step"] = 0
-                for slot in self.rule.slot_names(hypers[g]):
+                new = {"step": 0}
+                for slot in self.rule.state_slot_names(hypers[g]):
                     dtype = torch.float32 if self._backend.dtype_name(p) in LOW_PRECISION else p.dtype
-                    state[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+                    new[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+                if self.rule.decay_toward is not None:
+                    self._set_reference(p, new)  # may refuse it: then no state is left half made
+                state.update(new)
         return states
+
+    def _set_reference(self, p, state):
+        """θ₀ of ``decay_toward`` for a new state: "init" is ``p`` now (before its first
+        update); tensors are matched to every parameter of the optimizer by name
+        (``named_parameters()``) or by position, as ``Rule.init`` matches them."""
+        every, names = [], []
+        for group in self.param_groups:
+            given = group.get("param_names") or [self._names.get(id(q), str(len(every) + i))
+                                                 for i, q in enumerate(group["params"])]
+            every.extend(group["params"])
+            names.extend(given)
+        index = next(i for i, q in enumerate(every) if q is p)
+        toward = pick_reference(self.rule.decay_toward, names, len(every), index)
+        slot = engine.REFERENCE_SLOT
+        state[slot] = reference_slots(toward, self._backend, [names[index]], [p], [state[slot]])[0]
 
     # -- saving -------------------------------------------------------------------------------
     def state_dict(self):

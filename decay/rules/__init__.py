@@ -3,7 +3,7 @@ one file per rule (see the README's "Adding an update rule")."""
 
 from ..errors import DecayError
 from ._config import normalized_weight_decay, rule_kwargs_from_config
-from ._decay import DECAY_SCALINGS
+from ._decay import DECAY_SCALINGS, weight_decay_for_timescale
 from .adam import Adam, AdamW, adam, adamw
 from .base import Rule, RuleState
 from .sgd import SGD, sgd
@@ -22,5 +22,5 @@ def from_config(config: dict) -> Rule:
 
 __all__ = [
     "Rule", "RuleState", "SGD", "Adam", "AdamW", "sgd", "adam", "adamw", "from_config", "RULES",
-    "normalized_weight_decay", "DECAY_SCALINGS",
+    "normalized_weight_decay", "weight_decay_for_timescale", "DECAY_SCALINGS",
 ]

@@ -9,6 +9,8 @@ from .. import schedules
 from ..errors import DecayError
 from ..masks import mask_from_config, mask_to_config
 from ..penalties import penalty_from_config
+from ._reference import from_config as reference_from_config
+from ._reference import to_config as reference_to_config
 
 
 def rule_to_config(name: str, kwargs: dict) -> dict:
@@ -21,6 +23,8 @@ def rule_to_config(name: str, kwargs: dict) -> dict:
             value = mask_to_config(value)
         elif key == "groups":
             value = None if not value else [_group_to_config(g) for g in value]
+        elif key == "decay_toward":
+            value = reference_to_config(value)
         else:
             value = _value_to_config(key, value)
         config[key] = value
@@ -57,6 +61,8 @@ def rule_kwargs_from_config(config: dict) -> dict:
     kwargs["mask"] = mask_from_config(kwargs.get("mask"))
     if kwargs.get("groups"):
         kwargs["groups"] = [{k: value_from_config(v) for k, v in g.items()} for g in kwargs["groups"]]
+    if "decay_toward" in kwargs:
+        kwargs["decay_toward"] = reference_from_config(kwargs["decay_toward"])
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
     return kwargs

@@ -136,6 +136,9 @@ def adam(
     mask=None,
     groups=None,
     on_nonfinite: str = "apply",
+    cautious_decay: bool = False,
+    lr_max=None,
+    decay_toward=None,
 ) -> Adam:
     """Adam with weight decay coupled (``weight_decay=λ`` adds λθ to the gradient before
     the moments, as ``torch.optim.Adam``) or decoupled (``decoupled=True``, as
@@ -165,6 +168,9 @@ def adam(
         mask=mask,
         groups=groups,
         on_nonfinite=on_nonfinite,
+        cautious_decay=cautious_decay,
+        lr_max=lr_max,
+        decay_toward=decay_toward,
     )
 
 
@@ -181,6 +187,9 @@ def adamw(
     mask=None,
     groups=None,
     on_nonfinite: str = "apply",
+    cautious_decay: bool = False,
+    lr_max=None,
+    decay_toward=None,
 ) -> "AdamW":
     """AdamW: Adam with decoupled decay θ ← θ·(1 − lr_t·λ) before the step.
 
@@ -188,6 +197,11 @@ def adamw(
     ``keras.optimizers.AdamW`` use ``weight_decay=0.004, eps=1e-7, epsilon_hat=True``;
     for ``optax.adamw`` ``weight_decay=1e-4``; for the paper's rule
     ``decay_scaled_by="schedule_multiplier"``; for TF-Addons ``decay_scaled_by="none"``.
+
+    Variants no framework has (:mod:`decay.rules._decay`): ``cautious_decay=True``
+    (Chen et al., 2025: decay only where u⊙θ ≥ 0, u = m̂/(√v̂ + ε)),
+    ``decay_scaled_by="corrected"`` (Defazio's AdamC: lr_t²/lr_max, ``lr_max`` defaulting
+    to the lr's peak), ``decay_toward="init"`` or tensors θ₀ (L2-SP: toward θ₀).
     """
     return AdamW(
         lr=lr,
@@ -201,4 +215,7 @@ def adamw(
         mask=mask,
         groups=groups,
         on_nonfinite=on_nonfinite,
+        cautious_decay=cautious_decay,
+        lr_max=lr_max,
+        decay_toward=decay_toward,
     )

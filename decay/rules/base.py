@@ -27,6 +27,7 @@ from ..tree import flatten, flatten_like, unflatten
 from ..validation import check_choice, check_flag, check_number_or_schedule
 from . import _decay
 from ._config import rule_to_config
+from ._reference import check_decay_toward, reference_slots
 
 NONFINITE_POLICIES = ("apply", "skip", "raise")
 
@@ -96,12 +97,18 @@ class Rule:
         mask=None,
         groups=None,
         on_nonfinite: str = "apply",
+        cautious_decay: bool = False,
+        lr_max=None,
+        decay_toward=None,
         **hyper,
     ):
         self._kwargs = dict(
             lr=lr, weight_decay=weight_decay, decoupled=decoupled, regularizer=regularizer,
             decay_scaled_by=decay_scaled_by, mask=mask, groups=groups, on_nonfinite=on_nonfinite, **hyper,
         )
+        # The variants no framework ships (decay/rules/_decay.py); saved only when used.
+        variants = dict(cautious_decay=cautious_decay, lr_max=lr_max, decay_toward=decay_toward)
+        self._kwargs.update({k: v for k, v in variants.items() if v is not None and v is not False})
         self.decoupled = check_flag("decoupled", decoupled)
         if regularizer is not None and not isinstance(regularizer, Penalty):
             raise DecayError(
@@ -111,6 +118,8 @@ class Rule:
         self.regularizer = regularizer
         self.decay_scaled_by = check_choice("decay_scaled_by", decay_scaled_by, _decay.DECAY_SCALINGS)
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
+        _decay.check_variants(self, cautious_decay, lr_max, decay_toward)
+        self.decay_toward = check_decay_toward(decay_toward)
         self.mask = mask
         self.defaults = self.check_group(dict(lr=lr, weight_decay=weight_decay, **hyper))
         self.groups = []
@@ -142,8 +151,7 @@ class Rule:
         hyper = dict(hyper)
         hyper["lr"] = check_number_or_schedule("lr", hyper["lr"])
         hyper["weight_decay"] = check_number_or_schedule("weight_decay", hyper["weight_decay"])
-        if self.decay_scaled_by == "schedule_multiplier":
-            hyper["_lr0"] = _decay.base_lr(hyper["lr"])
+        _decay.check_decay_options(self, hyper, self.lr_max)
         return hyper
 
     def coefficients(self, group: dict, t: int) -> Hyper:
@@ -161,6 +169,12 @@ class Rule:
     def slot_names(self, group: dict) -> tuple:
         """The state slots a parameter of this group needs."""
         return ()
+
+    def state_slot_names(self, group: dict) -> tuple:
+        """The slots a parameter of ``group`` has in the state: the rule's own
+        (:meth:`slot_names`) and, with ``decay_toward``, the reference θ₀."""
+        names = tuple(self.slot_names(group))
+        return names if self.decay_toward is None else names + (engine.REFERENCE_SLOT,)
 
     def direction(self, ops, h, params: list, grads: list, slots: dict) -> list:
         """The rule's math, in the vocabulary of :mod:`decay.ops`: update ``slots`` in
@@ -233,12 +247,12 @@ class Rule:
         """Zero state for ``params`` (one tensor, a list/tuple, or a dict name -> tensor)."""
         flat, backend, _, (group_of, _), _ = self._checked_params(params)
         hypers = self.hyper_sets()
-        names = sorted({s for h in hypers for s in self.slot_names(h)})
+        names = sorted({s for h in hypers for s in self.state_slot_names(h)})
         slots = {}
         for slot in names:
             per_leaf = []
             for leaf, g in zip(flat.leaves, group_of):
-                if slot in self.slot_names(hypers[g]):
+                if slot in self.state_slot_names(hypers[g]):
                     zero = backend.zeros_like(backend.read(leaf))
                     if backend.dtype_name(leaf) in LOW_PRECISION:
                         zero = backend.cast(zero, "float32")  # state kept in float32
@@ -246,6 +260,9 @@ class Rule:
                 else:
                     per_leaf.append(None)
             slots[slot] = tuple(per_leaf)
+        if self.decay_toward is not None:
+            slots[engine.REFERENCE_SLOT] = tuple(reference_slots(
+                self.decay_toward, backend, flat.names, flat.leaves, slots[engine.REFERENCE_SLOT]))
         self._trust(flat, slots)
         return RuleState(count=0, slots=slots, skipped=0)
 
@@ -355,7 +372,7 @@ class Rule:
         _check_count(state)
         hypers = self.hyper_sets()
         group_of, _ = self.resolve(flat.names, flat.leaves)
-        needed = {s for h in hypers for s in self.slot_names(h)}
+        needed = {s for h in hypers for s in self.state_slot_names(h)}
         if set(state.slots) != needed:
             raise DecayError(
                 f"`state` holds slots {sorted(state.slots)} but {self.name} needs {sorted(needed)}. "
@@ -368,7 +385,7 @@ class Rule:
                     "passed. Call init() with these params."
                 )
             for name, p, x, g in zip(flat.names, flat.leaves, per_leaf, group_of):
-                wanted = slot in self.slot_names(hypers[g])
+                wanted = slot in self.state_slot_names(hypers[g])
                 if wanted != (x is not None) or (
                     x is not None and (not backend.is_tensor(x) or backend.shape(x) != backend.shape(p))
                 ):
@@ -453,6 +470,9 @@ class Rule:
         extra = []
         if self.decoupled:
             extra.append(f"decoupled=True, decay_scaled_by={self.decay_scaled_by!r}")
+        extra += [f"{k}={v!r}" for k, v in self._kwargs.items() if k in ("cautious_decay", "lr_max")]
+        if self.decay_toward is not None:
+            extra.append("decay_toward='init'" if isinstance(self.decay_toward, str) else "decay_toward=<tensors>")
         if self.regularizer is not None:
             extra.append(f"regularizer={self.regularizer!r}")
         return f"{self.name}({', '.join([args] + extra)})"

@@ -109,6 +109,9 @@ def sgd(
     mask=None,
     groups=None,
     on_nonfinite: str = "apply",
+    cautious_decay: bool = False,
+    lr_max=None,
+    decay_toward=None,
 ) -> SGD:
     """Gradient descent with weight decay in any of its three places.
 
@@ -123,6 +126,11 @@ def sgd(
 
     ``lr`` and ``weight_decay`` take numbers or schedules (callables step -> value);
     ``mask`` selects decayed parameters; ``groups`` gives per-group hyperparameters.
+
+    Variants no framework has (:mod:`decay.rules._decay`): ``cautious_decay=True``
+    (decoupled: decay only where u⊙θ ≥ 0, u the buffer, g + μ·b with Nesterov, or g),
+    ``decay_scaled_by="corrected"`` (lr_t²/lr_max, ``lr_max`` defaulting to the lr's
+    peak), ``decay_toward="init"`` or tensors θ₀ (decay toward θ₀ instead of 0).
     See :class:`SGD` for the update as math.
 
     Example::
@@ -148,4 +156,7 @@ def sgd(
         mask=mask,
         groups=groups,
         on_nonfinite=on_nonfinite,
+        cautious_decay=cautious_decay,
+        lr_max=lr_max,
+        decay_toward=decay_toward,
     )
