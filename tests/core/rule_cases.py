@@ -58,6 +58,14 @@ RULE_OPTIONS = {
         "scheduled": dict(lr=Warmup(LR)),
     },
 }
+# The modern rules (issue 16), added as one block; the most complete option first.
+RULE_OPTIONS.update({
+    "lion": {
+        "scheduled": dict(lr=Warmup(LR), betas=(0.9, 0.99)),
+        "default": dict(lr=LR),
+        "beta1-one": dict(lr=LR, betas=(1.0, 0.9)),
+    },
+})
 
 # AdamW's decay is always decoupled: only the modes that keep it so. A rule whose decay
 # placement is fixed adds its allowed modes here.
