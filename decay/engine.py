@@ -50,6 +50,9 @@ class DecayPlan(NamedTuple):
     coupled: bool = False  #: add ``Hyper.coupled``·θ to the gradient
     penalty: object = None  #: a non-linear penalty (L1) whose gradient is added to it
     decoupled: bool = False  #: shrink θ by ``Hyper.decay_factor`` before the update
+    #: the decoupled decay is the rule's: the engine does not shrink θ and calls
+    #: ``direction(..., decay=True)``, which puts it inside the step (LAMB's trust ratio)
+    in_direction: bool = False
 
 
 class FusedCall(NamedTuple):
@@ -173,7 +176,7 @@ def apply_decay(ops, plan: DecayPlan, h: Hyper, params: list, grads: list) -> li
     grads = _with_penalty(ops, plan, params, grads)
     if plan.coupled:
         grads = ops.add(grads, params, alpha=h.coupled)
-    if plan.decoupled:
+    if plan.decoupled and not plan.in_direction:
         ops.mul_(params, 1.0 - h.decay_factor)
     return grads
 
@@ -191,7 +194,10 @@ def update(rule, ops, part: Part, h: Hyper, params: list, grads: list, slots: di
         ops.add_(params, grads, alpha=-h.step_size)
         return
     grads = apply_decay(ops, plan, h, params, grads)
-    direction = rule.direction(ops, h, params, grads, slots)
+    if plan.in_direction:
+        direction = rule.direction(ops, h, params, grads, slots, decay=True)
+    else:
+        direction = rule.direction(ops, h, params, grads, slots)
     if isinstance(direction, tuple):  # u = numerator / denominator, divided in the step
         ops.addcdiv_(params, direction[0], direction[1], -h.step_size)
     else:

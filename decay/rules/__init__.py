@@ -6,13 +6,14 @@ from ._config import normalized_weight_decay, rule_kwargs_from_config
 from ._decay import DECAY_SCALINGS
 from .adam import Adam, AdamW, adam, adamw
 from .base import Rule, RuleState
+from .lamb import Lamb, lamb
 from .lion import Lion, lion
 from .sgd import SGD, sgd
 
 #: rule name (as in get_config) -> class
 RULES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 # The modern rules (issue 16), added as one block.
-RULES.update({"lion": Lion})
+RULES.update({"lion": Lion, "lamb": Lamb})
 
 
 def from_config(config: dict) -> Rule:
@@ -26,5 +27,5 @@ def from_config(config: dict) -> Rule:
 __all__ = [
     "Rule", "RuleState", "SGD", "Adam", "AdamW", "sgd", "adam", "adamw", "from_config", "RULES",
     "normalized_weight_decay", "DECAY_SCALINGS",
-    "Lion", "lion",
+    "Lion", "lion", "Lamb", "lamb",
 ]

@@ -63,7 +63,10 @@ RULE_OPTIONS.update({
     "lion": {
         "scheduled": dict(lr=Warmup(LR), betas=(0.9, 0.99)),
         "default": dict(lr=LR),
-        "beta1-one": dict(lr=LR, betas=(1.0, 0.9)),
+    },
+    "lamb": {
+        "scheduled": dict(lr=Warmup(LR), betas=(0.9, 0.99)),
+        "keras": dict(lr=LR, convention="keras"),
     },
 })
 

@@ -144,3 +144,31 @@ def test_lion_optax_on_every_backend():
     for backend in decay.available_backends():
         assert_same_run(run_decay(rule(), backend), want, f"decay.lion on {backend} vs optax.lion")
     assert_same_run(run_decay_torch_optimizer(rule()), want, "decay.torch(lion) vs optax.lion")
+
+
+# -- LAMB ------------------------------------------------------------------------------------
+LAMB = dict(lr=2.0**-6, betas=(0.875, 0.9990234375), weight_decay=0.125)  # β2 = 1 − 2⁻¹⁰
+
+
+def test_lamb_keras():
+    keras = pytest.importorskip("keras")
+    lr, (b1, b2), wd = LAMB["lr"], LAMB["betas"], LAMB["weight_decay"]
+    want = run_keras(keras.optimizers.Lamb(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=1e-7, weight_decay=wd))
+    rule = lambda: decay.lamb(**LAMB, convention="keras")  # noqa: E731
+    assert_same_run(run_decay(rule(), "tensorflow"), want, "decay.lamb(keras) vs keras Lamb")
+    assert_same_run(run_decay_keras_optimizer(rule()), want, "decay.keras(lamb) vs keras Lamb")
+
+
+def test_lamb_optax_and_the_keras_gap():
+    optax = pytest.importorskip("optax")
+    lr, (b1, b2), wd = LAMB["lr"], LAMB["betas"], LAMB["weight_decay"]
+    mask = {"w": True, "v": True, "b": False}
+    want = run_optax(lambda: optax.lamb(lr, b1, b2, eps=1e-6, weight_decay=wd, mask=mask))
+    rule = lambda **kw: decay.lamb(**LAMB, mask=decay.masks.exclude_names("b"), **kw)  # noqa: E731
+    optax_like = run_decay(rule())
+    assert_same_run(optax_like, want, "decay.lamb(optax) on numpy vs optax.lamb")
+    assert_same_run(run_decay(rule(), "torch"), want, "decay.lamb(optax) on torch vs optax.lamb")
+    assert_same_run(run_decay_torch_optimizer(rule()), want, "decay.torch(lamb) vs optax.lamb")
+    # Where the decay enters, alone (same ε): the README's conventions table states it.
+    outside = run_decay(rule(decay_in_trust_ratio=False))
+    assert 6e-2 < gap(optax_like, outside) < 1.2e-1, gap(optax_like, outside)  # measured 8.9e-2
