@@ -10,7 +10,7 @@ from .convert import from_native, to_native
 from .errors import DecayError
 from .penalties import L1, L2, ElasticNet, Penalty, regularized_loss
 from .rules import Rule, RuleState, adam, adamw, normalized_weight_decay, sgd
-from .rules import lamb, lion  # the modern rules (issue 16)
+from .rules import lamb, lion, muon  # the modern rules (issue 16)
 
 __version__ = "0.1.0"
 
@@ -54,6 +54,7 @@ __all__ = [
     "adamw",
     "lion",
     "lamb",
+    "muon",
     "normalized_weight_decay",
     "from_native",
     "to_native",

@@ -8,12 +8,13 @@ from .adam import Adam, AdamW, adam, adamw
 from .base import Rule, RuleState
 from .lamb import Lamb, lamb
 from .lion import Lion, lion
+from .muon import Muon, muon
 from .sgd import SGD, sgd
 
 #: rule name (as in get_config) -> class
 RULES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 # The modern rules (issue 16), added as one block.
-RULES.update({"lion": Lion, "lamb": Lamb})
+RULES.update({"lion": Lion, "lamb": Lamb, "muon": Muon})
 
 
 def from_config(config: dict) -> Rule:
@@ -27,5 +28,5 @@ def from_config(config: dict) -> Rule:
 __all__ = [
     "Rule", "RuleState", "SGD", "Adam", "AdamW", "sgd", "adam", "adamw", "from_config", "RULES",
     "normalized_weight_decay", "DECAY_SCALINGS",
-    "Lion", "lion", "Lamb", "lamb",
+    "Lion", "lion", "Lamb", "lamb", "Muon", "muon",
 ]

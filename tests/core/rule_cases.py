@@ -68,7 +68,14 @@ RULE_OPTIONS.update({
         "scheduled": dict(lr=Warmup(LR), betas=(0.9, 0.99)),
         "keras": dict(lr=LR, convention="keras"),
     },
+    "muon": {
+        "optax-scheduled": dict(lr=Warmup(LR), convention="optax", adjust_lr="match_rms_adamw"),
+        "torch": dict(lr=LR, convention="torch"),
+        "keras-no-nesterov": dict(lr=LR, convention="keras", nesterov=False),
+    },
 })
+# Muon takes 2-D parameters only: its cases run on matrices (one tall, one wide, one square).
+PARAM_SHAPES = {"muon": {"layer.weight": (6, 5), "layer.bias": (1, 5), "scale": (3, 3)}}
 
 # AdamW's decay is always decoupled: only the modes that keep it so. A rule whose decay
 # placement is fixed adds its allowed modes here.

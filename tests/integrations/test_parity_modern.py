@@ -74,17 +74,17 @@ def _run_torch(opt, params, steps, others=()):
     return out
 
 
-def run_keras(optimizer, steps=STEPS) -> list:
+def run_keras(optimizer, steps=STEPS, dtype="float64") -> list:
     """``optimizer.apply_gradients`` traced once (as ``model.fit`` runs it): eager
     Keras costs ~45 ms a step here, which 100 steps per case cannot afford."""
     keras = pytest.importorskip("keras")
     tf = pytest.importorskip("tensorflow")
-    variables = {n: keras.Variable(v, dtype="float64", name=n) for n, v in INIT.items()}
+    variables = {n: keras.Variable(v.astype(dtype), dtype=dtype, name=n) for n, v in INIT.items()}
     apply = tf.function(lambda *g: optimizer.apply_gradients(zip(g, [variables[n] for n in SHAPES])))
     out = []
     for t in range(steps):
-        g = grads_of({n: np.asarray(v) for n, v in variables.items()}, t)
-        apply(*[tf.constant(g[n]) for n in SHAPES])
+        g = grads_of({n: np.asarray(v, dtype=np.float64) for n, v in variables.items()}, t)
+        apply(*[tf.constant(g[n].astype(dtype)) for n in SHAPES])
         out.append({n: np.asarray(v).copy() for n, v in variables.items()})
     return out
 
@@ -172,3 +172,98 @@ def test_lamb_optax_and_the_keras_gap():
     # Where the decay enters, alone (same ε): the README's conventions table states it.
     outside = run_decay(rule(decay_in_trust_ratio=False))
     assert 6e-2 < gap(optax_like, outside) < 1.2e-1, gap(optax_like, outside)  # measured 8.9e-2
+
+
+# -- Muon -------------------------------------------------------------------------------------
+MUON = dict(lr=2.0**-6, momentum=0.875, weight_decay=0.0625)
+MATRICES, OTHERS = ("w", "v"), ("b",)
+
+
+def run_decay_pair(muon, others, backend="numpy", steps=STEPS, dtype="float64") -> list:
+    """Muon on the matrices and a second rule on the rest, side by side (the frameworks'
+    split); every step's parameters."""
+    b = decay.get_backend(backend)
+    params = {n: b.tensor(v.astype(dtype)) for n, v in INIT.items()}
+    mat, rest = decay.rules.Muon.split(params)
+    assert set(mat) == set(MATRICES) and set(rest) == set(OTHERS)
+    s_mat, s_rest, out = muon.init(mat), others.init(rest), []
+    for t in range(steps):
+        g = grads_of({n: b.to_numpy(p).astype(np.float64) for n, p in params.items()}, t)
+        g = {n: b.tensor(v.astype(dtype), variable=False) for n, v in g.items()}
+        mat, s_mat = muon.step(mat, {n: g[n] for n in mat}, s_mat)
+        rest, s_rest = others.step(rest, {n: g[n] for n in rest}, s_rest)
+        params = {**mat, **rest}
+        out.append({n: b.to_numpy(p) for n, p in params.items()})
+    return out
+
+
+def _torch_muon_pair(bfloat16_ns: bool):
+    torch = pytest.importorskip("torch")
+    import torch.optim._muon as torch_muon
+
+    params = {n: torch.nn.Parameter(torch.tensor(v)) for n, v in INIT.items()}
+    muon = torch.optim.Muon([params[n] for n in MATRICES], **MUON)
+    adamw = torch.optim.AdamW([params[n] for n in OTHERS], lr=MUON["lr"], weight_decay=0.125)
+    if bfloat16_ns:
+        return _run_torch(muon, params, STEPS, others=(adamw,))
+    # torch.optim.Muon casts its Newton–Schulz input to bfloat16 (a fixed
+    # `grad.bfloat16()`): to compare the algorithm in float64, that one cast alone is
+    # made to keep the dtype, for the duration of this run.
+    real, cast = torch_muon._zeropower_via_newtonschulz, torch.Tensor.bfloat16
+
+    def same_dtype_ns(grad, *args):
+        torch.Tensor.bfloat16 = torch.Tensor.clone
+        try:
+            return real(grad, *args)
+        finally:
+            torch.Tensor.bfloat16 = cast
+
+    torch_muon._zeropower_via_newtonschulz = same_dtype_ns
+    try:
+        return _run_torch(muon, params, STEPS, others=(adamw,))
+    finally:
+        torch_muon._zeropower_via_newtonschulz = real
+
+
+def test_muon_torch_and_its_bfloat16_gap():
+    rule = decay.muon(**MUON, convention="torch")
+    others = rule.adamw_for_others(weight_decay=0.125)
+    ours = run_decay_pair(rule, others, "torch")
+    assert_same_run(ours, _torch_muon_pair(bfloat16_ns=False), "decay.muon(torch) vs torch Muon + AdamW")
+    # The README's conventions table states this: torch's bfloat16 orthogonalization.
+    assert 5e-4 < gap(ours, _torch_muon_pair(bfloat16_ns=True)) < 5e-3  # measured 1.5e-3
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_muon_keras(dtype):
+    # Keras 3.15's Muon fails on float64 weights with its default rms_rate (its
+    # lr_adjust multiplies by a float32 √max(A, B)): float64 without the adjustment,
+    # float32 with it.
+    keras = pytest.importorskip("keras")
+    lr, mu, wd = MUON["lr"], MUON["momentum"], MUON["weight_decay"]
+    rms = None if dtype == "float64" else 0.2
+    want = run_keras(keras.optimizers.Muon(learning_rate=lr, momentum=mu, weight_decay=wd, adam_weight_decay=0.125,
+                                           adam_beta_1=0.875, adam_beta_2=LAMB["betas"][1], rms_rate=rms), dtype=dtype)
+    rule = decay.muon(**MUON, convention="keras", adjust_lr="none" if rms is None else "match_rms_adamw")
+    others = rule.adamw_for_others(betas=(0.875, LAMB["betas"][1]), weight_decay=0.125)
+    ours = run_decay_pair(rule, others, "tensorflow", dtype=dtype)
+    for i, (a, b) in enumerate(zip(ours, want), start=1):
+        for n in SHAPES:
+            assert_close(a[n], b[n], dtype, steps=i, what=f"decay.muon(keras) vs keras Muon: step {i} {n}")
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_muon_optax(nesterov):
+    optax = pytest.importorskip("optax")
+    lr, mu, wd = MUON["lr"], MUON["momentum"], MUON["weight_decay"]
+    want = run_optax(lambda: optax.contrib.muon(lr, beta=mu, weight_decay=wd, adam_weight_decay=0.125,
+                                                nesterov=nesterov))
+    rule = decay.muon(**MUON, nesterov=nesterov, convention="optax")
+    ours = run_decay_pair(rule, rule.adamw_for_others(weight_decay=0.125))
+    if nesterov:  # optax gives the others a Nesterov AdamW (NAdamW): the matrices only
+        want = [{n: w[n] for n in MATRICES} for w in want]
+        ours = [{n: o[n] for n in MATRICES} for o in ours]
+        for got, expected in zip(ours, want):
+            got.update({n: 0.0 for n in OTHERS})
+            expected.update({n: 0.0 for n in OTHERS})
+    assert_same_run(ours, want, f"decay.muon(optax, nesterov={nesterov}) vs optax.contrib.muon")
