@@ -127,12 +127,25 @@ def gap(a: list, b: list) -> float:
 LION = dict(lr=2.0**-7, betas=(0.875, 63 / 64), weight_decay=0.0625)
 
 
-def test_lion_keras():
+def _same_keras_config(built, native, keys):
+    got, want = built.get_config(), native.get_config()
+    assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
+
+
+def test_lion_keras_and_conversion():
     keras = pytest.importorskip("keras")
     lr, (b1, b2), wd = LION["lr"], LION["betas"], LION["weight_decay"]
-    want = run_keras(keras.optimizers.Lion(learning_rate=lr, beta_1=b1, beta_2=b2, weight_decay=wd))
+    native = lambda: keras.optimizers.Lion(learning_rate=lr, beta_1=b1, beta_2=b2, weight_decay=wd)  # noqa: E731
+    want = run_keras(native())
     assert_same_run(run_decay(decay.lion(**LION)), want, "decay.lion vs keras Lion")
     assert_same_run(run_decay_keras_optimizer(decay.lion(**LION)), want, "decay.keras(lion) vs keras Lion")
+    # Conversion both ways: from_native's rule trains Keras's numbers; to_native builds Keras's optimizer.
+    assert_same_run(run_decay(decay.from_native(native())), want, "from_native(keras Lion)")
+    conversion = decay.to_native(decay.lion(**LION), "keras")
+    assert conversion.exact
+    _same_keras_config(conversion.build(), native(), ("learning_rate", "beta_1", "beta_2", "weight_decay"))
+    torch_side = decay.to_native(decay.lion(**LION), "torch", strict=False)
+    assert not torch_side.exact and "no Lion" in torch_side.reason
 
 
 def test_lion_optax_on_every_backend():
@@ -153,10 +166,16 @@ LAMB = dict(lr=2.0**-6, betas=(0.875, 0.9990234375), weight_decay=0.125)  # β2 
 def test_lamb_keras():
     keras = pytest.importorskip("keras")
     lr, (b1, b2), wd = LAMB["lr"], LAMB["betas"], LAMB["weight_decay"]
-    want = run_keras(keras.optimizers.Lamb(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=1e-7, weight_decay=wd))
+    native = lambda: keras.optimizers.Lamb(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=1e-7, weight_decay=wd)  # noqa: E731,E501
+    want = run_keras(native())
     rule = lambda: decay.lamb(**LAMB, convention="keras")  # noqa: E731
     assert_same_run(run_decay(rule(), "tensorflow"), want, "decay.lamb(keras) vs keras Lamb")
     assert_same_run(run_decay_keras_optimizer(rule()), want, "decay.keras(lamb) vs keras Lamb")
+    assert_same_run(run_decay(decay.from_native(native())), want, "from_native(keras Lamb)")
+    _same_keras_config(decay.to_native(rule(), "keras").build(), native(),
+                       ("learning_rate", "beta_1", "beta_2", "epsilon", "weight_decay"))
+    with pytest.raises(decay.DecayError, match="inside the ratio"):
+        decay.to_native(decay.lamb(**LAMB), "keras")  # optax's placement: no Keras equivalent
 
 
 def test_lamb_optax_and_the_keras_gap():
@@ -227,6 +246,12 @@ def _torch_muon_pair(bfloat16_ns: bool):
 
 def test_muon_torch_and_its_bfloat16_gap():
     rule = decay.muon(**MUON, convention="torch")
+    torch = pytest.importorskip("torch")
+    native = torch.optim.Muon([torch.zeros(2, 2, requires_grad=True)], **MUON)
+    assert decay.from_native(native).get_config() == rule.get_config()
+    conversion = decay.to_native(rule, "torch", strict=False)
+    assert not conversion.exact and "bfloat16" in conversion.reason
+    assert conversion.build([torch.zeros(2, 2, requires_grad=True)]).defaults == native.defaults
     others = rule.adamw_for_others(weight_decay=0.125)
     ours = run_decay_pair(rule, others, "torch")
     assert_same_run(ours, _torch_muon_pair(bfloat16_ns=False), "decay.muon(torch) vs torch Muon + AdamW")
@@ -242,9 +267,14 @@ def test_muon_keras(dtype):
     keras = pytest.importorskip("keras")
     lr, mu, wd = MUON["lr"], MUON["momentum"], MUON["weight_decay"]
     rms = None if dtype == "float64" else 0.2
-    want = run_keras(keras.optimizers.Muon(learning_rate=lr, momentum=mu, weight_decay=wd, adam_weight_decay=0.125,
-                                           adam_beta_1=0.875, adam_beta_2=LAMB["betas"][1], rms_rate=rms), dtype=dtype)
+    native = lambda: keras.optimizers.Muon(learning_rate=lr, momentum=mu, weight_decay=wd,  # noqa: E731
+                                           adam_weight_decay=0.125, adam_beta_1=0.875,
+                                           adam_beta_2=LAMB["betas"][1], rms_rate=rms)
+    want = run_keras(native(), dtype=dtype)
     rule = decay.muon(**MUON, convention="keras", adjust_lr="none" if rms is None else "match_rms_adamw")
+    assert decay.from_native(native()).get_config() == rule.get_config()
+    _same_keras_config(decay.to_native(rule, "keras").build(), native(),
+                       ("learning_rate", "momentum", "weight_decay", "nesterov", "ns_steps", "rms_rate"))
     others = rule.adamw_for_others(betas=(0.875, LAMB["betas"][1]), weight_decay=0.125)
     ours = run_decay_pair(rule, others, "tensorflow", dtype=dtype)
     for i, (a, b) in enumerate(zip(ours, want), start=1):
