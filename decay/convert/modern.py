@@ -48,9 +48,9 @@ def rule_to_torch(rule) -> Conversion:
                   "decay.torch.Optimizer, the same numbers as decay")
 
         def build(params=None):
-            from .. import integrations
+            from ..integrations.torch import Optimizer
 
-            return integrations.torch.Optimizer(list(params.items()) if isinstance(params, dict) else params, rule)
+            return Optimizer(list(params.items()) if isinstance(params, dict) else params, rule)
 
         return Conversion("torch", False, reason, code, _builder=build)
     issues = [TORCH_BFLOAT16]

@@ -187,6 +187,11 @@ class Muon(Rule):
             weight_decay=defaults[1] if weight_decay is None else weight_decay, epsilon_hat=keras, **kwargs,
         )
 
+    def with_others(self, others=None) -> "MuonPair":
+        """This rule on the 2-D parameters and ``others`` (default
+        :meth:`adamw_for_others`) on the rest, as one ``init``/``step`` pair over a dict."""
+        return MuonPair(self, self.adamw_for_others() if others is None else others)
+
     @staticmethod
     def split(params: dict) -> tuple:
         """``(matrices, others)``: a dict of parameters split by whether Muon takes them
@@ -194,6 +199,51 @@ class Muon(Rule):
         (``exclude_embeddings``): move them to ``others`` by name."""
         matrices = {n: p for n, p in params.items() if len(getattr(p, "shape", ())) == 2}
         return matrices, {n: p for n, p in params.items() if n not in matrices}
+
+
+class MuonPair:
+    """Muon on a dict's 2-D parameters and a second rule on the others (Keras's Muon and
+    optax's ``contrib.muon`` do the same inside one optimizer): ``init(params)``,
+    ``step(params, grads, state)`` with ``state`` the pair of the two rules' states.
+    The second rule's checks run before Muon writes, so a bad gradient changes nothing."""
+
+    name = "muon"
+
+    def __init__(self, muon_rule: Muon, others: Rule):
+        if not isinstance(muon_rule, Muon) or not isinstance(others, Rule):
+            raise DecayError("MuonPair takes a decay.muon rule and a second decay rule (e.g. decay.adamw).")
+        self.muon, self.others = muon_rule, others
+
+    def _split(self, params, what):
+        if not isinstance(params, dict):
+            raise DecayError(f"`{what}` must be a dict name -> tensor (Muon splits it by shape).")
+        return Muon.split(params)
+
+    def init(self, params) -> tuple:
+        matrices, rest = self._split(params, "params")
+        return self.muon.init(matrices), self.others.init(rest)
+
+    def step(self, params, grads, state):
+        matrices, rest = self._split(params, "params")
+        if not isinstance(grads, dict) or set(grads) != set(params):
+            raise DecayError("`grads` must be a dict with the same names as `params`.")
+        if not isinstance(state, tuple) or len(state) != 2:
+            raise DecayError("`state` must be the pair returned by MuonPair.init() or step().")
+        g_rest = {n: grads[n] for n in rest}
+        # Check the second rule's part before Muon writes anything (step checks first).
+        flat, backend, *_ = self.others._checked_params(rest)
+        self.others._check_grads(backend, flat, list(g_rest.values()))
+        self.others._check_state_cached(state[1], flat, backend)
+        matrices, s_muon = self.muon.step(matrices, {n: grads[n] for n in matrices}, state[0])
+        rest, s_rest = self.others.step(rest, g_rest, state[1])
+        merged = {**matrices, **rest}
+        return {n: merged[n] for n in params}, (s_muon, s_rest)
+
+    def get_config(self) -> dict:
+        return {"rule": "muon", "muon": self.muon.get_config(), "others": self.others.get_config()}
+
+    def __repr__(self):
+        return f"{self.muon!r}.with_others({self.others!r})"
 
 
 def muon(
