@@ -101,6 +101,18 @@ class Muon(Rule):
         hyper["momentum"] = check_number("momentum", hyper["momentum"], below=1.0)
         return hyper
 
+    def _prepare(self, params):
+        # init/step: every parameter checked before any part is written (the direction
+        # checks its own part too, for the integrations, which call the engine directly).
+        flat, backend = super()._prepare(params)
+        bad = {n: backend.shape(x) for n, x in zip(flat.names, flat.leaves) if len(backend.shape(x)) != 2}
+        if bad:
+            raise DecayError(
+                f"Muon updates 2-D parameters only; received {bad}. Give the others to a second rule, "
+                "as the frameworks do: rule.with_others() or rule.adamw_for_others() (see decay.muon)."
+            )
+        return flat, backend
+
     def decay_plan(self, group, decayed):
         # The decoupled shrink runs inside the direction, after the 2-D check: a wrong
         # parameter is refused before anything is written.

@@ -297,3 +297,19 @@ def test_muon_optax(nesterov):
             got.update({n: 0.0 for n in OTHERS})
             expected.update({n: 0.0 for n in OTHERS})
     assert_same_run(ours, want, f"decay.muon(optax, nesterov={nesterov}) vs optax.contrib.muon")
+
+
+def test_muon_versions_differ_by():
+    # Each convention equals its framework (above); here, how far apart the three are
+    # after 100 steps on this problem (the README's conventions table states it).
+    def run(convention, **kw):
+        return run_decay_pair(decay.muon(**MUON, convention=convention, **kw), decay.adamw(MUON["lr"], weight_decay=0.125))
+
+    torch_, keras_, optax_ = run("torch"), run("keras"), run("optax")
+    assert 0.5 < gap(torch_, keras_) < 0.9  # measured 0.67: the scale √max(1, A/B) vs 0.2·√max(A, B)
+    assert 0.1 < gap(torch_, optax_) < 0.3  # measured 0.21: √max(1, A/B) vs √max(1, B/A)
+    # With one scale, what remains: the summed buffer and ‖X‖ + ε (Keras) is torch's
+    # to 5e-9; optax's bias correction of the Nesterov mix moves it by 7.7e-5.
+    torch_, keras_, optax_ = (run(c, adjust_lr="match_rms_adamw") for c in ("torch", "keras", "optax"))
+    assert gap(torch_, keras_) < 1e-7
+    assert 2e-5 < gap(torch_, optax_) < 3e-4
