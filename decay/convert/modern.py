@@ -99,7 +99,7 @@ def _muon_issues(rule, issues, framework):
 def rule_to_keras(rule) -> Conversion:
     from . import keras as k
 
-    issues, notes = [], [k.KERAS_ADAM_NOTE]
+    issues, notes = [], [_keras_note(rule)]
     common_issues(rule, issues, "keras")
     lam = weight_decay(rule)
     learning_rate = k._keras_schedule(_rule.hyper(rule, "lr"), issues)
@@ -133,6 +133,16 @@ def rule_to_keras(rule) -> Conversion:
         code, mask_call = k._keras_mask(rule, code, notes)
     return Conversion("keras", not issues, _reason(issues), code, k._keras_extra(rule, penalty),
                       " ".join(notes), penalty, k._keras_builder(optimizer, mask_call))
+
+
+def _keras_note(rule) -> str:
+    names = ("learning_rate, weight_decay and momentum" if isinstance(rule, Muon)
+             else "learning_rate, weight_decay, beta_1 and beta_2")
+    return (
+        f"Keras casts {names} to float32 before using them: the weights equal decay's to "
+        "float64 round-off when those values are exact in float32 (e.g. 0.875, 2^-7; "
+        "tests/integrations/test_parity_modern.py), otherwise to float32 rounding."
+    )
 
 
 # -- from native ----------------------------------------------------------------------------

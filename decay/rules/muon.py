@@ -187,7 +187,10 @@ class Muon(Rule):
         - Keras (``Muon``'s own Adam for excluded variables): ε̂ = 1e-7 added outside
           the bias correction, λ = ``adam_weight_decay`` 0.004, lr = Muon's lr;
         - optax (``optax.contrib.muon``'s ``adamw``): ε = Muon's ε (1e-8), λ =
-          ``adam_weight_decay`` 0, lr = ``adam_learning_rate`` or Muon's lr.
+          ``adam_weight_decay`` 0, lr = ``adam_learning_rate`` or Muon's lr. optax
+          passes Muon's ``nesterov`` on to it: with ``nesterov=True`` (its default) its
+          AdamW is a Nesterov (NAdam) one, which decay has no rule for; equal with
+          ``nesterov=False``.
 
         ``lr`` defaults to this rule's lr; the others to the convention's values."""
         convention = self.convention or "torch"
