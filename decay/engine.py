@@ -260,6 +260,7 @@ def run(rule, backend, parts, hypers, params, grads, columns: dict, *, steps=0, 
     """Run the step for ``parts`` and write the parameters. Returns (params, columns):
     the parameters as :meth:`Backend.write` gives them back (the same objects where
     they are mutable) and the slot lists, updated or with new tensors."""
+    rule.check_leaves(backend, params)  # the rule's own preconditions, before any write
     columns = {name: list(col) for name, col in columns.items()}
     if fast and backend.compiles and owner is not None:
         key, values = flatten_hypers(hypers)

@@ -101,23 +101,15 @@ class Muon(Rule):
         hyper["momentum"] = check_number("momentum", hyper["momentum"], below=1.0)
         return hyper
 
-    def _prepare(self, params):
-        # init/step: every parameter checked before any part is written (the direction
-        # checks its own part too, for the integrations, which call the engine directly).
-        flat, backend = super()._prepare(params)
-        bad = {n: backend.shape(x) for n, x in zip(flat.names, flat.leaves) if len(backend.shape(x)) != 2}
+    def check_leaves(self, backend, leaves):
+        # Before any part is written, on every path (Rule.step and both integrations).
+        bad = [backend.shape(x) for x in leaves if len(backend.shape(x)) != 2]
         if bad:
             raise DecayError(
-                f"Muon updates 2-D parameters only; received {bad}. Give the others to a second rule, "
-                "as the frameworks do: rule.with_others() or rule.adamw_for_others() (see decay.muon)."
+                f"Muon updates 2-D parameters only; received parameters of shapes {bad}. Give the "
+                "others to a second rule, as the frameworks do: rule.with_others() or "
+                "rule.adamw_for_others() (see decay.muon)."
             )
-        return flat, backend
-
-    def decay_plan(self, group, decayed):
-        # The decoupled shrink runs inside the direction, after the 2-D check: a wrong
-        # parameter is refused before anything is written.
-        plan = super().decay_plan(group, decayed)
-        return plan._replace(in_direction=True) if plan.decoupled else plan
 
     def coefficients(self, group, t):
         mu, k = group["momentum"], t + 1
@@ -137,16 +129,8 @@ class Muon(Rule):
     def slot_names(self, group):
         return ("momentum_buffer",)
 
-    def direction(self, ops, h, params, grads, slots, decay=False):
-        shapes = [tuple(ops.shape(p)) for p in params]
-        bad = [s for s in shapes if len(s) != 2]
-        if bad:
-            raise DecayError(
-                f"Muon updates 2-D parameters only; received parameters of shapes {bad}. Give the "
-                "others to a second rule, as the frameworks do: rule.adamw_for_others(...) (see decay.muon)."
-            )
-        if decay:
-            ops.mul_(params, 1.0 - h.decay_factor)
+    def direction(self, ops, h, params, grads, slots):
+        shapes = [tuple(ops.shape(p)) for p in params]  # 2-D: checked by check_leaves
         buf = slots["momentum_buffer"]
         ops.mul_(buf, h.momentum)
         ops.add_(buf, grads, alpha=h.grad_weight)

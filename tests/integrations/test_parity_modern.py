@@ -313,3 +313,17 @@ def test_muon_versions_differ_by():
     torch_, keras_, optax_ = (run(c, adjust_lr="match_rms_adamw") for c in ("torch", "keras", "optax"))
     assert gap(torch_, keras_) < 1e-7
     assert 2e-5 < gap(torch_, optax_) < 3e-4
+
+
+def test_muon_refuses_non_matrices_before_any_write():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(decay.DecayError, match="2-D parameters only"):
+        decay.muon().init({"w": np.ones((3, 4)), "b": np.ones(4)})
+    # Through decay.torch with a mask (two parts): the matrix is not written either.
+    w, b = torch.nn.Parameter(torch.ones(3, 4)), torch.nn.Parameter(torch.ones(4))
+    rule = decay.muon(0.1, weight_decay=0.1, mask=decay.masks.exclude_names("b"))
+    opt = decay.torch.Optimizer([("w", w), ("b", b)], rule)
+    w.grad, b.grad = torch.ones(3, 4), torch.ones(4)
+    with pytest.raises(decay.DecayError, match="shapes \\[\\(4,\\)\\]"):
+        opt.step()
+    assert bool((w == 1).all()) and bool((b == 1).all())
