@@ -74,6 +74,9 @@ class Lamb(Rule):
             return plan._replace(in_direction=True)
         return plan
 
+    def __repr__(self):
+        return f"{super().__repr__()[:-1]}, decay_in_trust_ratio={self.decay_in_trust_ratio!r})"
+
     def coefficients(self, group, t):
         fields = self.common_fields(group, t)
         beta1, beta2 = group["betas"]

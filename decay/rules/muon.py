@@ -96,6 +96,12 @@ class Muon(Rule):
             rms_rate=self.rms_rate, convention=convention,
         )
 
+    def __repr__(self):
+        # What decay.muon(...) takes: the convention sets the momentum form and ε's place.
+        return (f"{super().__repr__()[:-1]}, nesterov={self.nesterov!r}, ns_steps={self.ns_steps!r}, "
+                f"eps={self.eps!r}, convention={self.convention!r}, adjust_lr={self.adjust_lr!r}, "
+                f"rms_rate={self.rms_rate!r})")
+
     def check_group(self, hyper):
         hyper = super().check_group(hyper)
         hyper["momentum"] = check_number("momentum", hyper["momentum"], below=1.0)
