@@ -327,3 +327,19 @@ def test_muon_refuses_non_matrices_before_any_write():
     with pytest.raises(decay.DecayError, match="shapes \\[\\(4,\\)\\]"):
         opt.step()
     assert bool((w == 1).all()) and bool((b == 1).all())
+
+
+def test_command_line_compare_and_convert(capsys):
+    from decay.app.cli import main
+
+    for name in ("lion", "lamb", "muon"):
+        # the backends' agreement is the parity tests' business: here, that the command runs
+        assert main(["compare", "--optimizer", name, "--backends", "numpy", "--steps", "5",
+                     "--decay-mode", "decoupled", "--quiet"]) == 0
+        assert f"decay.{name}" in capsys.readouterr().out
+    assert main(["convert", "--from", "keras", "--optimizer", "lamb", "--lr", "0.01", "--weight-decay", "0.1",
+                 "--to", "keras"]) == 0
+    assert "exact: yes" in capsys.readouterr().out
+    assert main(["convert", "--from", "decay", "--optimizer", "lamb", "--lr", "0.01", "--weight-decay", "0.1",
+                 "--to", "keras"]) == 0
+    assert "exact: no" in capsys.readouterr().out
