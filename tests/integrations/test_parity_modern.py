@@ -187,6 +187,7 @@ def test_lamb_optax_and_the_keras_gap():
     optax_like = run_decay(rule())
     assert_same_run(optax_like, want, "decay.lamb(optax) on numpy vs optax.lamb")
     assert_same_run(run_decay(rule(), "torch"), want, "decay.lamb(optax) on torch vs optax.lamb")
+    assert_same_run(run_decay(rule(), "tensorflow"), want, "decay.lamb(optax) on tensorflow vs optax.lamb")
     assert_same_run(run_decay_torch_optimizer(rule()), want, "decay.torch(lamb) vs optax.lamb")
     # Where the decay enters, alone (same ε): the README's conventions table states it.
     outside = run_decay(rule(decay_in_trust_ratio=False))
