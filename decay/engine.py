@@ -60,6 +60,10 @@ class DecayPlan(NamedTuple):
     #: the weight decay λ pulls toward the reference θ₀ (slot ``REFERENCE_SLOT``) instead
     #: of 0 (L2-SP): coupled g ← g + λ_t·(θ − θ₀), decoupled θ ← θ − f·(θ − θ₀)
     toward: bool = False
+    #: the decoupled decay is the rule's: the engine does not shrink θ and calls
+    #: ``direction(..., decay=True)``, which puts it inside the step (LAMB's trust ratio;
+    #: the rule refuses cautious and toward with it)
+    in_direction: bool = False
 
 
 class FusedCall(NamedTuple):
@@ -190,7 +194,7 @@ def apply_decay(ops, plan: DecayPlan, h: Hyper, params: list, grads: list, refer
         grads = ops.add(grads, params, alpha=h.coupled)
         if plan.toward and not plan.decoupled:  # λ is the coupled part: g + λ·(θ − θ₀)
             ops.add_(grads, reference, alpha=-h.weight_decay)
-    if plan.decoupled and not plan.cautious:
+    if plan.decoupled and not plan.cautious and not plan.in_direction:
         ops.mul_(params, 1.0 - h.decay_factor)
         if plan.toward:  # θ·(1 − f) + f·θ₀ = θ − f·(θ − θ₀)
             ops.add_(params, reference, alpha=h.decay_factor)
@@ -232,7 +236,10 @@ def update(rule, ops, part: Part, h: Hyper, params: list, grads: list, slots: di
         ops.add_(params, grads, alpha=-h.step_size)
         return
     grads = apply_decay(ops, plan, h, params, grads, reference)
-    direction = rule.direction(ops, h, params, grads, slots)
+    if plan.in_direction:
+        direction = rule.direction(ops, h, params, grads, slots, decay=True)
+    else:
+        direction = rule.direction(ops, h, params, grads, slots)
     if plan.cautious and plan.decoupled:
         _cautious_step(ops, plan, h, params, direction, reference)
     elif isinstance(direction, tuple):  # u = numerator / denominator, divided in the step
@@ -310,6 +317,7 @@ def run(rule, backend, parts, hypers, params, grads, columns: dict, *, steps=0, 
     """Run the step for ``parts`` and write the parameters. Returns (params, columns):
     the parameters as :meth:`Backend.write` gives them back (the same objects where
     they are mutable) and the slot lists, updated or with new tensors."""
+    rule.check_leaves(backend, params)  # the rule's own preconditions, before any write
     columns = {name: list(col) for name, col in columns.items()}
     if fast and backend.compiles and owner is not None:
         key, values = flatten_hypers(hypers)

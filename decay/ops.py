@@ -115,3 +115,35 @@ class Ops:
 
     def maximum(self, a, b):
         raise NotImplementedError
+
+    # -- per-tensor norms, ratios and matrix products (LAMB, Muon) -----------------------
+    # Added as one block; each backend overrides the per-tensor primitives below.
+    def norm_all(self, xs: list) -> list:
+        """A new list of 0-d tensors ‖x‖₂ = √Σx² (each tensor's own, in its dtype)."""
+        return [self.norm(x) for x in xs]
+
+    def safe_ratio_all(self, nums: list, dens: list, default=1.0) -> list:
+        """A new list n/d where n > 0 and d > 0, else ``default`` (0-d entries):
+        LAMB's and LARS's trust ratio ‖θ‖/‖u‖, 1 where either norm is zero."""
+        return [self.safe_ratio(n, d, default) for n, d in zip(nums, dens)]
+
+    def matmul_all(self, xs: list, ys: list) -> list:
+        """A new list of matrix products x @ y (over the last two axes)."""
+        return [self.matmul(x, y) for x, y in zip(xs, ys)]
+
+    def transpose_all(self, xs: list) -> list:
+        """A new list of xᵀ (the last two axes swapped). An entry may be a view: write
+        only into lists a rule made itself."""
+        return [self.transpose(x) for x in xs]
+
+    def norm(self, x):
+        raise NotImplementedError
+
+    def safe_ratio(self, n, d, default):
+        raise NotImplementedError
+
+    def matmul(self, a, b):
+        raise NotImplementedError
+
+    def transpose(self, x):
+        raise NotImplementedError

@@ -18,14 +18,14 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .. import L2, adam, available_backends, get_backend, schedules, sgd, to_native
+from .. import L2, adam, available_backends, get_backend, lamb, lion, muon, schedules, sgd, to_native
 from ..errors import DecayError
 from ..tolerances import relative_error, rtol
 from . import datasets, monitor
 from .models import MLP, LinearRegression, LogisticRegression, fit
 
 MODELS = ("mlp", "linear", "logistic")
-OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov")
+OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov", "lion", "lamb", "muon")
 DECAY_MODES = ("loss", "coupled", "decoupled") + monitor.VARIANT_MODES
 SCHEDULES = ("constant", "cosine", "step", "exponential", "warmup-cosine")
 SCHEMA = "decay.compare/1"
@@ -146,6 +146,8 @@ def build_rule(config: Config):
     decoupled = config.decay_mode == "decoupled"
     if config.optimizer == "adam":
         rule = adam(lr, weight_decay=rule_wd, decoupled=decoupled)
+    elif config.optimizer in ("lion", "lamb", "muon"):  # the modern rules (issue 16), Keras's versions
+        rule = _modern_rule(config.optimizer, lr, rule_wd, decoupled)
     else:
         momentum = 0.0 if config.optimizer == "sgd" else 0.9
         rule = sgd(lr, momentum=momentum, nesterov=config.optimizer == "nesterov",
@@ -154,6 +156,17 @@ def build_rule(config: Config):
     # λθ). That is linear in the penalty's c, so c = λ / L2(1).coupled_weight_decay().
     penalty = L2(wd / L2(1.0).coupled_weight_decay()) if config.decay_mode == "loss" and wd > 0 else None
     return rule, penalty
+
+
+def _modern_rule(name, lr, wd, decoupled):
+    """Lion, LAMB or Muon in Keras's convention, which Keras's own optimizer reproduces;
+    Muon's non-matrix weights go to its second rule (AdamW, Keras's ε̂)."""
+    if name == "lion":
+        return lion(lr, weight_decay=wd, decoupled=decoupled)
+    if name == "lamb":
+        return lamb(lr, weight_decay=wd, decoupled=decoupled, convention="keras")
+    rule = muon(lr, weight_decay=wd, decoupled=decoupled, convention="keras")
+    return rule.with_others(rule.adamw_for_others(weight_decay=wd))
 
 
 def validate(config: Config) -> None:
@@ -264,7 +277,8 @@ def run(config: Config, progress: bool = True) -> Result:
     params0 = model.init_params(config.seed, config.dtype)
     rule, penalty = build_rule(config)
 
-    conversions = _native_conversions(rule, backends) if config.natives else []
+    # Muon's pair of rules has no one native optimizer to convert to (Keras's Muon's Adam differs).
+    conversions = _native_conversions(rule, backends) if config.natives and hasattr(rule, "decoupled") else []
     bar = _Progress(config.steps * (len(backends) + len(conversions)), progress)
     rows = []
     runs = [(name, "decay", f"decay.{rule.get_config()['rule']}", rule) for name in backends]

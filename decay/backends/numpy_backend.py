@@ -287,6 +287,25 @@ class NumpyBackend(Backend):
     def __init__(self):
         self._local = threading.local()  # scratch arrays, per thread and dtype
 
+    # -- per-tensor norms, ratios and matrix products (LAMB, Muon) -----------------------
+    def norm(self, x):
+        flat = np.ravel(x)
+        return np.sqrt(np.dot(flat, flat)) if flat.dtype.kind == "f" else np.sqrt(np.sum(flat * flat))
+
+    def norm_all(self, xs):
+        return [np.asarray(self.norm(x)) for x in xs]
+
+    def safe_ratio(self, n, d, default):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.divide(n, d)
+        return np.where((n > 0) & (d > 0), ratio, np.asarray(default, dtype=ratio.dtype))
+
+    def matmul(self, a, b):
+        return np.matmul(a, b)
+
+    def transpose(self, x):
+        return np.swapaxes(x, -1, -2)
+
     def to_numpy(self, x):
         return np.array(x, copy=True)
 

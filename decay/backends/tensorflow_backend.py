@@ -259,6 +259,20 @@ class TensorflowBackend(Backend):
         used = [bool(tensor.consumers()) for tensor in taken[:size]]
         return _Compiled(params, columns, structure, concrete, used)
 
+    # -- per-tensor norms, ratios and matrix products (LAMB, Muon) -----------------------
+    def norm(self, x):
+        return tf.sqrt(tf.reduce_sum(tf.square(x)))
+
+    def safe_ratio(self, n, d, default):
+        ratio = tf.math.divide_no_nan(n, d)
+        return tf.where((n > 0) & (d > 0), ratio, tf.cast(default, n.dtype))
+
+    def matmul(self, a, b):
+        return tf.linalg.matmul(a, b)
+
+    def transpose(self, x):
+        return tf.linalg.matrix_transpose(x)
+
     def to_numpy(self, x):
         x = tf.convert_to_tensor(_unwrap(x))
         if x.dtype == tf.bfloat16:

@@ -255,6 +255,23 @@ class TorchBackend(Backend):
         counter.fill_(float(count))
         return counter
 
+    # -- per-tensor norms, ratios and matrix products (LAMB, Muon) -----------------------
+    def norm(self, x):
+        return torch.linalg.vector_norm(x)
+
+    def norm_all(self, xs):
+        # One multi-tensor call, as torch's own foreach optimizers take their norms.
+        return list(torch._foreach_norm(xs)) if xs else []
+
+    def safe_ratio(self, n, d, default):
+        return torch.where((n > 0) & (d > 0), n / d, torch.full_like(n, default))
+
+    def matmul(self, a, b):
+        return torch.matmul(a, b)
+
+    def transpose(self, x):
+        return x.transpose(-2, -1)
+
     def to_numpy(self, x):
         x = x.detach()
         if x.dtype in (torch.bfloat16,):

@@ -72,6 +72,7 @@ from ..errors import DecayError
 from ..penalties import Penalty
 from ..rules.base import Rule
 from . import keras as _keras
+from . import modern as _modern
 from . import torch as _torch
 from ._codegen import Conversion
 from ._common import type_id, unsupported
@@ -151,6 +152,8 @@ def from_native(obj, *, scheduler=None):
         return obj.penalty
     if module in ("torch.optim.sgd", "torch.optim.adam", "torch.optim.adamw") and name in ("SGD", "Adam", "AdamW"):
         return _torch.from_torch_optimizer(obj, name, scheduler)
+    if module in ("torch.optim", "torch.optim._muon") and name == "Muon":  # the modern rules: decay/convert/modern.py
+        return _modern.from_torch_muon(obj, scheduler)
     if scheduler is not None:
         raise DecayError("`scheduler` goes with a torch optimizer only.")
     if module == "torch.optim.lr_scheduler":
@@ -159,6 +162,8 @@ def from_native(obj, *, scheduler=None):
         return _keras.from_keras_schedule(obj, name)
     if module.startswith("keras.src.optimizers.") and name in ("SGD", "Adam", "AdamW"):
         return _keras.from_keras_optimizer(obj, name)
+    if module.startswith("keras.src.optimizers.") and name in ("Lion", "Lamb", "Muon"):
+        return _modern.from_keras(obj, name)
     if module.startswith("keras.src.regularizers") and name in ("L1", "L2", "L1L2"):
         return _keras.from_keras_regularizer(obj, name)
     raise unsupported(obj)

@@ -25,6 +25,8 @@ def rule_from_settings(framework, optimizer, *, lr, momentum=0.0, dampening=0.0,
     decoupled and scaled by lr, and Keras's Adam puts ε outside the bias correction."""
     if framework not in ("torch", "keras", "decay"):
         raise DecayError(f"`framework` must be 'torch', 'keras' or 'decay'. Received: {framework!r}.")
+    if optimizer in ("lion", "lamb", "muon"):  # the modern rules (issue 16)
+        return _modern_from_settings(framework, optimizer, lr, momentum, nesterov, weight_decay, betas, eps)
     if optimizer not in ("sgd", "adam", "adamw"):
         raise DecayError(f"`optimizer` must be 'sgd', 'adam' or 'adamw'. Received: {optimizer!r}.")
     if weight_decay is None:
@@ -47,3 +49,22 @@ def rule_from_settings(framework, optimizer, *, lr, momentum=0.0, dampening=0.0,
     if optimizer == "adamw":
         return adamw(lr, **kwargs)
     return adam(lr, decoupled=keras, **kwargs)
+
+
+def _modern_from_settings(framework, optimizer, lr, momentum, nesterov, weight_decay, betas, eps) -> Rule:
+    """Lion, LAMB, Muon as ``framework`` writes them (decay: optax's LAMB, torch's Muon).
+    Muon's momentum 0 (the command line's default) means its default, 0.95; Muon is
+    Nesterov in every framework unless told otherwise, so ``nesterov`` is not read."""
+    from ..rules.lamb import lamb
+    from ..rules.lion import lion
+    from ..rules.muon import muon
+
+    if framework == "torch" and optimizer != "muon":
+        raise DecayError(f"torch.optim (2.13) has no {optimizer}: use --from keras or --from decay.")
+    if optimizer == "lion":
+        return lion(lr, tuple(betas) if betas else (0.9, 0.99), weight_decay or 0.0)
+    if optimizer == "lamb":
+        convention = "keras" if framework == "keras" else "optax"
+        return lamb(lr, tuple(betas) if betas else (0.9, 0.999), eps, weight_decay or 0.0, convention=convention)
+    convention = "keras" if framework == "keras" else "torch"
+    return muon(lr, momentum or 0.95, weight_decay, eps=eps, convention=convention)

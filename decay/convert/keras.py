@@ -17,7 +17,7 @@ from ..masks import exclude_names, resolve_mask
 from ..penalties import L1, L2, ElasticNet, add_l2, l2_for_coupled_weight_decay
 from ..rules.adam import adam, adamw
 from ..rules.sgd import sgd
-from . import _rule
+from . import _rule, modern
 from ._codegen import Conversion, _build_value, _Call, _reason, _source
 from ._common import common_issues, lr_scaled, mask_source, named, to_float, unsupported, weight_decay
 from ._penalty import keras_penalty_call
@@ -282,6 +282,8 @@ def _keras_builder(optimizer, mask_call):
 
 
 def rule_to_keras(rule) -> Conversion:
+    if modern.is_modern(rule):  # Lion, LAMB, Muon: decay/convert/modern.py
+        return modern.rule_to_keras(rule)
     issues, notes = [], [KERAS_SGD_NOTE if _rule.is_sgd(rule) else KERAS_ADAM_NOTE]
     common_issues(rule, issues, "keras")
     lam = weight_decay(rule)

@@ -16,7 +16,7 @@ from ..errors import DecayError
 from ..masks import resolve_mask
 from ..rules.adam import adam, adamw
 from ..rules.sgd import sgd
-from . import _rule
+from . import _rule, modern
 from ._codegen import Conversion, _Call, _Multiplier, _Name, _reason
 from ._common import common_issues, lr_scaled, mask_source, named, to_float, unsupported, weight_decay
 from ._penalty import torch_penalty_source
@@ -221,6 +221,8 @@ def _torch_builder(rule, optimizer, scheduler):
 
 
 def rule_to_torch(rule) -> Conversion:
+    if modern.is_modern(rule):  # Lion, LAMB, Muon: decay/convert/modern.py
+        return modern.rule_to_torch(rule)
     issues, notes = [], []
     common_issues(rule, issues, "torch")
     lr = _rule.hyper(rule, "lr")

@@ -6,10 +6,15 @@ from ._config import normalized_weight_decay, rule_kwargs_from_config
 from ._decay import DECAY_SCALINGS, weight_decay_for_timescale
 from .adam import Adam, AdamW, adam, adamw
 from .base import Rule, RuleState
+from .lamb import Lamb, lamb
+from .lion import Lion, lion
+from .muon import Muon, muon
 from .sgd import SGD, sgd
 
 #: rule name (as in get_config) -> class
 RULES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+# The modern rules (issue 16), added as one block.
+RULES.update({"lion": Lion, "lamb": Lamb, "muon": Muon})
 
 
 def from_config(config: dict) -> Rule:
@@ -23,4 +28,5 @@ def from_config(config: dict) -> Rule:
 __all__ = [
     "Rule", "RuleState", "SGD", "Adam", "AdamW", "sgd", "adam", "adamw", "from_config", "RULES",
     "normalized_weight_decay", "weight_decay_for_timescale", "DECAY_SCALINGS",
+    "Lion", "lion", "Lamb", "lamb", "Muon", "muon",
 ]

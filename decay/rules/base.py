@@ -191,6 +191,10 @@ class Rule:
         fast path against the definition run without it."""
         return False
 
+    def check_leaves(self, backend, leaves: list) -> None:
+        """Raise :class:`DecayError` for parameters this rule cannot update (Muon: not
+        2-D). The engine calls it on every path before anything is written."""
+
     def fused(self, h, plan, t: int):
         """A framework kernel that computes this step (a :class:`decay.engine.FusedCall`),
         or None. The shared suite checks every such declaration against
@@ -246,6 +250,7 @@ class Rule:
     def init(self, params) -> RuleState:
         """Zero state for ``params`` (one tensor, a list/tuple, or a dict name -> tensor)."""
         flat, backend, _, (group_of, _), _ = self._checked_params(params)
+        self.check_leaves(backend, flat.leaves)
         hypers = self.hyper_sets()
         names = sorted({s for h in hypers for s in self.state_slot_names(h)})
         slots = {}

@@ -45,6 +45,12 @@ NEW = {
     "sqrt_all": (lambda o, x, y, z: o.sqrt_all(z), lambda x, y, z: [np.sqrt(c) for c in z]),
     "sign_all": (lambda o, x, y, z: o.sign_all(o.add(y, x, alpha=-1.0)), lambda x, y, z: [np.sign(b - a) for a, b in zip(x, y)]),
     "clone": (lambda o, x, y, z: o.clone(y), lambda x, y, z: [b.copy() for b in y]),
+    # per-tensor norms and ratios (LAMB, Muon); y − x has both signs: both branches
+    "norm_all": (lambda o, x, y, z: o.norm_all(z), lambda x, y, z: [np.sqrt(np.sum(c * c)) for c in z]),
+    "safe_ratio_all": (
+        lambda o, x, y, z: o.safe_ratio_all(x, o.add(y, x, alpha=-1.0), 1.0),
+        lambda x, y, z: [np.where(b - a > 0, a / np.where(b - a > 0, b - a, 1.0), 1.0) for a, b in zip(x, y)],
+    ),
 }
 
 
@@ -86,3 +92,32 @@ def test_operations_that_make_new_lists(native, dtype, name):
         assert_close(got, want, dtype, what=name)
     for got, want in zip(_numpy(native, x) + _numpy(native, y) + _numpy(native, z), xs + ys + zs):
         assert_close(got, want, dtype, what=f"{name}: an argument it must not write")
+
+
+# Matrices, one of them a batch of two (Muon's Newton–Schulz products).
+MATRICES = [RNG.normal(size=(3, 4)), RNG.normal(size=(2, 4, 3))]
+RIGHT = [RNG.normal(size=(4, 2)), RNG.normal(size=(2, 3, 5))]
+
+
+@pytest.mark.parametrize("name", ["matmul_all", "transpose_all"])
+def test_matrix_operations(native, dtype, name):
+    a = [native.grad(m, dtype) for m in MATRICES]
+    b = [native.grad(m, dtype) for m in RIGHT]
+    a64 = [np.asarray(m, dtype=dtype).astype(np.float64) for m in MATRICES]
+    b64 = [np.asarray(m, dtype=dtype).astype(np.float64) for m in RIGHT]
+    if name == "matmul_all":
+        out, want = native.backend.matmul_all(a, b), [x @ y for x, y in zip(a64, b64)]
+    else:
+        out, want = native.backend.transpose_all(a), [np.swapaxes(x, -1, -2) for x in a64]
+    for got, expected in zip(_numpy(native, out), want):
+        assert got.shape == expected.shape
+        # a product sums 4 terms: its rounding is a few ulp of the largest term
+        assert_close(got, expected, dtype, steps=4, what=name)
+    for got, expected in zip(_numpy(native, a), a64):
+        assert_close(got, expected, dtype, what=f"{name}: an argument it must not write")
+
+
+def test_safe_ratio_is_the_default_at_zero(native, dtype):
+    zero, two = native.grad(np.zeros(()), dtype), native.grad(np.full((), 2.0), dtype)
+    got = _numpy(native, native.backend.safe_ratio_all([zero, two, two], [two, zero, two], 1.0))
+    assert [float(v) for v in got] == [1.0, 1.0, 1.0]

@@ -58,6 +58,17 @@ RULE_OPTIONS = {
         "scheduled": dict(lr=Warmup(LR)),
     },
 }
+# The modern rules (issue 16), added as one block: one option each, the most complete
+# (the others differ in coefficients, or, for LAMB's Keras placement, in the engine's
+# shared decoupled step; each case is one more XLA compilation on TensorFlow).
+RULE_OPTIONS.update({
+    "lion": {"scheduled": dict(lr=Warmup(LR), betas=(0.9, 0.99))},
+    "lamb": {"scheduled": dict(lr=Warmup(LR), betas=(0.9, 0.99))},
+    # Two Newton–Schulz steps: enough to compare the fast path with the definition.
+    "muon": {"optax-scheduled": dict(lr=Warmup(LR), convention="optax", adjust_lr="match_rms_adamw", ns_steps=2)},
+})
+# Muon takes 2-D parameters only: its cases run on matrices (one tall, one wide, one square).
+PARAM_SHAPES = {"muon": {"layer.weight": (6, 5), "layer.bias": (1, 5), "scale": (3, 3)}}
 
 # AdamW's decay is always decoupled: only the modes that keep it so. A rule whose decay
 # placement is fixed adds its allowed modes here.

@@ -13,7 +13,7 @@ import pytest
 
 import decay
 from decay.tolerances import assert_close
-from rule_cases import RULE_OPTIONS, cases, make
+from rule_cases import PARAM_SHAPES, RULE_OPTIONS, cases, make
 
 CASES = cases()
 STEPS = 8
@@ -25,17 +25,17 @@ def test_every_rule_has_cases():
     assert set(decay.rules.RULES) <= set(RULE_OPTIONS)
 
 
-def _problem(dtype):
+def _problem(dtype, shapes=SHAPES):
     rng = np.random.default_rng(7)
-    params = {n: rng.normal(size=s).astype(dtype) for n, s in SHAPES.items()}
-    grads = [{n: rng.normal(size=s).astype(dtype) for n, s in SHAPES.items()} for _ in range(STEPS)]
+    params = {n: rng.normal(size=s).astype(dtype) for n, s in shapes.items()}
+    grads = [{n: rng.normal(size=s).astype(dtype) for n, s in shapes.items()} for _ in range(STEPS)]
     return params, grads
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_fast_path_equals_the_definition_every_step(native, dtype, case):
     rule_name, kwargs = CASES[case]
-    init, grads = _problem(dtype)
+    init, grads = _problem(dtype, PARAM_SHAPES.get(rule_name, SHAPES))
     fast, plain = make(rule_name, kwargs), make(rule_name, kwargs)
     plain.use_fast_path = False
     p_fast = {n: native.param(v, dtype) for n, v in init.items()}
