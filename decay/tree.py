@@ -21,6 +21,9 @@ class Flat(NamedTuple):
 
 def flatten(tree, what: str = "params") -> Flat:
     if isinstance(tree, Mapping):
+        # Sorted, as JAX orders dict keys: a state (one tensor per leaf, in this order)
+        # then belongs to names, not to positions, so a dict built in another order
+        # (a checkpoint restored into a model rebuilt differently) gets its own slots.
         keys = tuple(tree.keys())
         for key in keys:
             if not isinstance(key, str):
@@ -28,6 +31,7 @@ def flatten(tree, what: str = "params") -> Flat:
                     f"`{what}` dict keys must be parameter names (str). Received key {key!r} "
                     f"of type {type(key).__name__}."
                 )
+        keys = tuple(sorted(keys))
         leaves = [tree[k] for k in keys]
         kind = "dict"
     elif isinstance(tree, (list, tuple)):

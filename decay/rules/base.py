@@ -24,7 +24,8 @@ from ..errors import DecayError
 from ..masks import resolve_groups, resolve_mask
 from ..penalties import Penalty
 from ..tree import flatten, flatten_like, unflatten
-from ..validation import check_choice, check_flag, check_number_or_schedule
+from ..validation import (check_choice, check_flag, check_number_or_schedule, check_slot_fits, check_updatable,
+                          dense_grads)
 from . import _decay
 from ._config import rule_to_config
 
@@ -57,10 +58,10 @@ def _same_leaves(params, flat, leaves) -> bool:
     kind = flat.kind
     if kind == "single":
         return params is leaves[0]
-    if kind == "dict":
+    if kind == "dict":  # flat.keys are sorted (decay.tree.flatten); params may be in any order
         return (
             type(params) is dict and len(params) == len(leaves)
-            and all(map(operator.is_, params.values(), leaves)) and tuple(params) == flat.keys
+            and all(map(operator.is_, map(params.get, flat.keys), leaves))
         )
     return (
         type(params) is (list if kind == "list" else tuple) and len(params) == len(leaves)
@@ -84,6 +85,8 @@ class Rule:
     #: True when the math treats every element on its own (no norms, no matrix
     #: products): the NumPy backend may then run it over cache-sized blocks
     elementwise = True
+    #: True when sparse gradients are taken (made dense), as torch.optim's rule does
+    sparse_gradients = False
 
     def __init__(
         self,
@@ -220,6 +223,7 @@ class Rule:
                     f"Parameter {name!r} has dtype {backend.dtype_name(leaf)}; decay updates "
                     "floating-point tensors only. Cast it to float32 or exclude it from params."
                 )
+        check_updatable(flat.names, flat.leaves, backend)
         if len({backend.device_key(x) for x in flat.leaves}) > 1:
             devices = {backend.device(x) for x in flat.leaves}
             raise DecayError(
@@ -262,6 +266,7 @@ class Rule:
         flat, backend, layouts, (group_of, decayed), parts = self._checked_params(params)
         g_leaves = flatten_like(grads, flat, "grads", "params")
         if layouts is None or backend.layouts(g_leaves) != layouts:
+            g_leaves = dense_grads(self, backend, flat.names, g_leaves)
             self._check_grads(backend, flat, g_leaves)  # finds and names the mismatch
         self._check_state_cached(state, flat, backend)
         t = int(state.count)
@@ -344,6 +349,22 @@ class Rule:
                     f"parameter is on {backend.device(p)}. Move them to one device."
                 )
 
+    def _check_state_fits_rule(self, state):
+        if not isinstance(state, RuleState):
+            raise DecayError(
+                f"`state` must be the RuleState returned by init() or step(). Received a {type(state).__name__}."
+            )
+        _check_count(state)
+        needed = {s for h in self.hyper_sets() for s in self.slot_names(h)}
+        if not isinstance(state.slots, dict) or set(state.slots) != needed:
+            got = sorted(state.slots) if isinstance(state.slots, dict) else state.slots
+            raise DecayError(
+                f"`state` holds slots {got!r} but {self.name} needs {sorted(needed)}. "
+                "Was it made by another rule? Save the state with the rule that made it."
+            )
+        if len({len(per_leaf) for per_leaf in state.slots.values()}) > 1:
+            raise DecayError("`state` holds slots of different lengths: it is damaged. Call init() again.")
+
     def _check_state(self, state, flat, backend):
         """The state must be one this rule made for these params: same slots, one
         tensor per parameter of its shape and backend, a valid count."""
@@ -376,10 +397,14 @@ class Rule:
                         f"`state` slot {slot!r} does not fit parameter {name!r} (expected a "
                         f"{backend.name} tensor of shape {backend.shape(p)}). Call init() with these params."
                     )
+                if x is not None:
+                    check_slot_fits(backend, slot, name, p, x)
 
     # -- saving and loading state ------------------------------------------------------
     def state_dict(self, state: RuleState) -> dict:
-        """The state as plain NumPy arrays and numbers (picklable, ``np.savez``-able)."""
+        """The state as plain NumPy arrays and numbers (picklable, ``np.savez``-able).
+        A state that does not fit this rule (another rule's slots) is refused."""
+        self._check_state_fits_rule(state)
         slots = {}
         for slot, per_leaf in state.slots.items():
             arrays = []
