@@ -39,6 +39,7 @@ def save(path, rule, state) -> None:
         "count": saved["count"],
         "skipped": saved["skipped"],
         "layout": layout,
+        "names": saved["names"],
     }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     given = path
@@ -115,7 +116,8 @@ def load(path, rule, params):
                 raise DecayError(f"The checkpoint {given!r} is missing {key!r}: it is damaged.")
             per_leaf.append(entries[key] if has else None)
         slots[slot] = per_leaf
-    saved = {"rule": meta.get("rule"), "count": meta.get("count"), "skipped": meta.get("skipped", 0), "slots": slots}
+    saved = {"rule": meta.get("rule"), "count": meta.get("count"), "skipped": meta.get("skipped", 0), "slots": slots,
+             "names": meta.get("names")}
     try:
         return rule.load_state_dict(saved, params)
     except DecayError as exc:
@@ -136,5 +138,9 @@ def _meta(given, entries) -> dict:
         isinstance(k, str) and isinstance(v, list) and all(isinstance(b, bool) for b in v) for k, v in layout.items()
     ):
         raise DecayError(f"The checkpoint {given!r} has malformed metadata (layout={layout!r}): it is damaged.")
+    names = meta.get("names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+                              or len(set(names)) != len(names)):
+        raise DecayError(f"The checkpoint {given!r} has malformed metadata (names={names!r}): it is damaged.")
     meta["layout"] = layout
     return meta

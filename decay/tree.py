@@ -21,9 +21,6 @@ class Flat(NamedTuple):
 
 def flatten(tree, what: str = "params") -> Flat:
     if isinstance(tree, Mapping):
-        # Sorted, as JAX orders dict keys: a state (one tensor per leaf, in this order)
-        # then belongs to names, not to positions, so a dict built in another order
-        # (a checkpoint restored into a model rebuilt differently) gets its own slots.
         keys = tuple(tree.keys())
         for key in keys:
             if not isinstance(key, str):
@@ -31,7 +28,6 @@ def flatten(tree, what: str = "params") -> Flat:
                     f"`{what}` dict keys must be parameter names (str). Received key {key!r} "
                     f"of type {type(key).__name__}."
                 )
-        keys = tuple(sorted(keys))
         leaves = [tree[k] for k in keys]
         kind = "dict"
     elif isinstance(tree, (list, tuple)):
@@ -93,11 +89,14 @@ def flatten_like(tree, ref: Flat, what: str = "grads", ref_what: str = "params")
     return flat.leaves
 
 
-def unflatten(ref: Flat, leaves):
+def unflatten(ref: Flat, leaves, like=None):
+    """``leaves`` in ``ref``'s structure; a dict gets the key order of ``like`` (the
+    caller's dict, whose keys may come in another order) when given."""
     if ref.kind == "single":
         return leaves[0]
     if ref.kind == "dict":
-        return dict(zip(ref.keys, leaves))
+        by_key = dict(zip(ref.keys, leaves))
+        return by_key if like is None or tuple(like) == ref.keys else {k: by_key[k] for k in like}
     return tuple(leaves) if ref.kind == "tuple" else list(leaves)
 
 

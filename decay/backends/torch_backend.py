@@ -161,7 +161,7 @@ class TorchBackend(Backend):
         return tuple(map(_LAYOUT, xs))
 
     def is_sparse(self, x) -> bool:
-        return x.layout != torch.strided
+        return isinstance(x, torch.Tensor) and x.layout != torch.strided
 
     def to_dense(self, x):
         return x.to_dense()

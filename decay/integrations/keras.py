@@ -93,6 +93,8 @@ Example::
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..errors import DecayError
@@ -112,6 +114,8 @@ from ..penalties import Penalty, penalty_from_config
 from ..rules import Rule
 from ..rules import from_config as rule_from_config
 
+#: The config entry that stands for a rule that could not be saved (see get_config).
+_UNSAVED = "unsaved_rule"
 #: Keras's optimizer arguments that decay.keras.Optimizer passes through and saves.
 _KERAS_ARGS = (
     "clipnorm", "global_clipnorm", "clipvalue", "use_ema", "ema_momentum",
@@ -426,7 +430,20 @@ class Optimizer(keras.optimizers.Optimizer):
 
     # -- saving -----------------------------------------------------------------------------
     def get_config(self):
-        config = {"name": self.name, "rule": self._rule.get_config()}
+        # Keras's model.save opens (truncates) the file before it asks for this config:
+        # raising here would destroy the previous file. A rule that cannot be saved (a
+        # plain-callable schedule) is recorded as such, with a warning; the weights are
+        # saved, and loading the optimizer then says what was lost and what to do.
+        try:
+            rule_config = self._rule.get_config()
+        except DecayError as exc:
+            warnings.warn(
+                f"decay.keras.Optimizer: the rule cannot be saved ({exc}) The model's weights are "
+                "saved; to load it, use keras.models.load_model(path, compile=False) and compile "
+                "it again with the rule.", stacklevel=2,
+            )
+            rule_config = {_UNSAVED: str(exc)}
+        config = {"name": self.name, "rule": rule_config}
         config.update({key: getattr(self, key) for key in _KERAS_ARGS})
         return config
 
@@ -437,7 +454,14 @@ class Optimizer(keras.optimizers.Optimizer):
             raise DecayError(
                 f"A decay.keras.Optimizer config needs a 'rule' entry. Received keys: {sorted(config)}."
             )
-        return cls(rule_from_config(config.pop("rule")), **config)
+        rule = config.pop("rule")
+        if isinstance(rule, dict) and _UNSAVED in rule:
+            raise DecayError(
+                f"This decay.keras.Optimizer was saved with a rule that could not be saved: "
+                f"{rule[_UNSAVED]} Load the model with keras.models.load_model(path, compile=False) "
+                "and compile it again with the rule."
+            )
+        return cls(rule_from_config(rule), **config)
 
 
 def _unless_skipped(update, skip, eager, policy):

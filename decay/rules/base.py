@@ -45,6 +45,9 @@ class RuleState(NamedTuple):
     count: int
     slots: dict
     skipped: int = 0
+    #: the parameter names of a dict of params, in the slots' order: a dict in another
+    #: order (or a checkpoint loaded into one) is matched by name, not by position
+    names: tuple | None = None
 
 
 def _check_count(state) -> None:
@@ -67,6 +70,37 @@ def _same_leaves(params, flat, leaves) -> bool:
         type(params) is (list if kind == "list" else tuple) and len(params) == len(leaves)
         and all(map(operator.is_, params, leaves))
     )
+
+
+def _by_name(state, flat):
+    """``state`` with its slots in the order of ``flat``'s names, when it was made for a
+    dict of params whose keys came in another order; refused for other names."""
+    names = getattr(state, "names", None)
+    if names is None or flat.kind != "dict" or names is flat.names or names == flat.names:
+        return state
+    return state._replace(slots=_reordered(state.slots, names, flat.names, "`state`"), names=flat.names)
+
+
+def _saved_by_name(saved: dict, slots: dict, flat) -> dict:
+    names = saved.get("names")
+    if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)
+                              or len(set(names)) != len(names)):
+        raise DecayError(f"Saved state has invalid `names`: {names!r}. It must list distinct parameter names.")
+    if names is None or flat.kind != "dict" or tuple(names) == flat.names:
+        return slots
+    return _reordered(slots, tuple(names), flat.names, "Saved state")
+
+
+def _reordered(slots: dict, names: tuple, wanted: tuple, what: str) -> dict:
+    if sorted(names) != sorted(wanted):
+        raise DecayError(
+            f"{what} was made for parameters {sorted(names)} but `params` has {sorted(wanted)}. "
+            "Pass the params it was made for (matched by name), or call init()."
+        )
+    at = {n: i for i, n in enumerate(names)}
+    order = [at[n] for n in wanted]
+    return {slot: tuple(per_leaf[i] for i in order) if isinstance(per_leaf, (list, tuple)) else per_leaf
+            for slot, per_leaf in slots.items()}
 
 
 # Attributes that are caches, dropped when a rule is pickled or copied.
@@ -251,7 +285,7 @@ class Rule:
                     per_leaf.append(None)
             slots[slot] = tuple(per_leaf)
         self._trust(flat, slots)
-        return RuleState(count=0, slots=slots, skipped=0)
+        return RuleState(count=0, slots=slots, skipped=0, names=flat.names if flat.kind == "dict" else None)
 
     def step(self, params, grads, state: RuleState):
         """One update. Returns ``(params, state)``.
@@ -268,6 +302,7 @@ class Rule:
         if layouts is None or backend.layouts(g_leaves) != layouts:
             g_leaves = dense_grads(self, backend, flat.names, g_leaves)
             self._check_grads(backend, flat, g_leaves)  # finds and names the mismatch
+        state = _by_name(state, flat)
         self._check_state_cached(state, flat, backend)
         t = int(state.count)
         skipped, out, columns = engine.step(
@@ -278,7 +313,7 @@ class Rule:
             return params, state._replace(skipped=state.skipped + 1)
         slots = {s: tuple(col) for s, col in columns.items()}
         self._trust(flat, slots)
-        return unflatten(flat, out), RuleState(t + 1, slots, state.skipped)
+        return unflatten(flat, out, params), RuleState(t + 1, slots, state.skipped, state.names)
 
     # -- per-step checks, done once per structure ----------------------------------------
     # A training loop passes the same parameters and the state the last step returned,
@@ -411,7 +446,9 @@ class Rule:
             for x in per_leaf:
                 arrays.append(None if x is None else backend_of_tensors([(slot, x)], "state").to_numpy(x))
             slots[slot] = arrays
-        return {"rule": self.name, "count": int(state.count), "skipped": int(state.skipped), "slots": slots}
+        names = None if state.names is None else list(state.names)
+        return {"rule": self.name, "count": int(state.count), "skipped": int(state.skipped), "slots": slots,
+                "names": names}
 
     def load_state_dict(self, saved: dict, params) -> RuleState:
         """A state for ``params`` (on their backend, dtype and device) from
@@ -440,6 +477,7 @@ class Rule:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise DecayError(f"Saved state has an invalid `{key}`: {value!r}. It must be an integer >= 0.")
         flat, backend = self._prepare(params)
+        saved_slots = _saved_by_name(saved, saved_slots, flat)
         checked = {}
         for slot, per_leaf in template.slots.items():
             arrays = saved_slots[slot]
@@ -464,7 +502,7 @@ class Rule:
             slot: tuple(None if like is None else backend.from_numpy(array, like) for like, array in pairs)
             for slot, pairs in checked.items()
         }
-        return RuleState(int(count), slots, int(skipped))
+        return RuleState(int(count), slots, int(skipped), flat.names if flat.kind == "dict" else None)
 
     # -- saving and loading the rule itself ----------------------------------------------
     def get_config(self) -> dict:
