@@ -430,18 +430,13 @@ class Optimizer(keras.optimizers.Optimizer):
 
     # -- saving -----------------------------------------------------------------------------
     def get_config(self):
-        # Keras's model.save opens (truncates) the file before it asks for this config:
-        # raising here would destroy the previous file. A rule that cannot be saved (a
-        # plain-callable schedule) is recorded as such, with a warning; the weights are
-        # saved, and loading the optimizer then says what was lost and what to do.
+        # model.save truncates the file before asking for this: raising would destroy the
+        # previous file. An unsaveable rule (a plain-callable schedule) is recorded as such.
         try:
             rule_config = self._rule.get_config()
         except DecayError as exc:
-            warnings.warn(
-                f"decay.keras.Optimizer: the rule cannot be saved ({exc}) The model's weights are "
-                "saved; to load it, use keras.models.load_model(path, compile=False) and compile "
-                "it again with the rule.", stacklevel=2,
-            )
+            warnings.warn(f"decay.keras.Optimizer: the rule cannot be saved ({exc}) The weights are saved; "
+                          "load with keras.models.load_model(path, compile=False) and compile again.", stacklevel=2)
             rule_config = {_UNSAVED: str(exc)}
         config = {"name": self.name, "rule": rule_config}
         config.update({key: getattr(self, key) for key in _KERAS_ARGS})
@@ -456,11 +451,8 @@ class Optimizer(keras.optimizers.Optimizer):
             )
         rule = config.pop("rule")
         if isinstance(rule, dict) and _UNSAVED in rule:
-            raise DecayError(
-                f"This decay.keras.Optimizer was saved with a rule that could not be saved: "
-                f"{rule[_UNSAVED]} Load the model with keras.models.load_model(path, compile=False) "
-                "and compile it again with the rule."
-            )
+            raise DecayError(f"This decay.keras.Optimizer's rule could not be saved: {rule[_UNSAVED]} Load the "
+                             "model with keras.models.load_model(path, compile=False) and compile it again.")
         return cls(rule_from_config(rule), **config)
 
 

@@ -23,7 +23,7 @@ from ..engine import LOW_PRECISION, Hyper
 from ..errors import DecayError
 from ..masks import resolve_groups, resolve_mask
 from ..penalties import Penalty
-from ..tree import flatten, flatten_like, unflatten
+from ..tree import flatten, flatten_like, saved_by_name, state_by_name, unflatten
 from ..validation import (check_choice, check_flag, check_number_or_schedule, check_slot_fits, check_updatable,
                           dense_grads)
 from . import _decay
@@ -70,37 +70,6 @@ def _same_leaves(params, flat, leaves) -> bool:
         type(params) is (list if kind == "list" else tuple) and len(params) == len(leaves)
         and all(map(operator.is_, params, leaves))
     )
-
-
-def _by_name(state, flat):
-    """``state`` with its slots in the order of ``flat``'s names, when it was made for a
-    dict of params whose keys came in another order; refused for other names."""
-    names = getattr(state, "names", None)
-    if names is None or flat.kind != "dict" or names is flat.names or names == flat.names:
-        return state
-    return state._replace(slots=_reordered(state.slots, names, flat.names, "`state`"), names=flat.names)
-
-
-def _saved_by_name(saved: dict, slots: dict, flat) -> dict:
-    names = saved.get("names")
-    if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)
-                              or len(set(names)) != len(names)):
-        raise DecayError(f"Saved state has invalid `names`: {names!r}. It must list distinct parameter names.")
-    if names is None or flat.kind != "dict" or tuple(names) == flat.names:
-        return slots
-    return _reordered(slots, tuple(names), flat.names, "Saved state")
-
-
-def _reordered(slots: dict, names: tuple, wanted: tuple, what: str) -> dict:
-    if sorted(names) != sorted(wanted):
-        raise DecayError(
-            f"{what} was made for parameters {sorted(names)} but `params` has {sorted(wanted)}. "
-            "Pass the params it was made for (matched by name), or call init()."
-        )
-    at = {n: i for i, n in enumerate(names)}
-    order = [at[n] for n in wanted]
-    return {slot: tuple(per_leaf[i] for i in order) if isinstance(per_leaf, (list, tuple)) else per_leaf
-            for slot, per_leaf in slots.items()}
 
 
 # Attributes that are caches, dropped when a rule is pickled or copied.
@@ -302,7 +271,7 @@ class Rule:
         if layouts is None or backend.layouts(g_leaves) != layouts:
             g_leaves = dense_grads(self, backend, flat.names, g_leaves)
             self._check_grads(backend, flat, g_leaves)  # finds and names the mismatch
-        state = _by_name(state, flat)
+        state = state_by_name(state, flat)
         self._check_state_cached(state, flat, backend)
         t = int(state.count)
         skipped, out, columns = engine.step(
@@ -477,7 +446,7 @@ class Rule:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise DecayError(f"Saved state has an invalid `{key}`: {value!r}. It must be an integer >= 0.")
         flat, backend = self._prepare(params)
-        saved_slots = _saved_by_name(saved, saved_slots, flat)
+        saved_slots = saved_by_name(saved, saved_slots, flat)
         checked = {}
         for slot, per_leaf in template.slots.items():
             arrays = saved_slots[slot]

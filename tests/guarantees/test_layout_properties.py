@@ -20,7 +20,7 @@ from guarantees.helpers import RULES, torch_optimizer
 torch = pytest.importorskip("torch", reason="torch not installed: these tests compare with torch.optim")
 
 SETTINGS = settings(
-    max_examples=int(os.environ.get("DECAY_HYPOTHESIS_EXAMPLES", "25")),
+    max_examples=int(os.environ.get("DECAY_HYPOTHESIS_EXAMPLES", "12")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -30,7 +30,7 @@ STEPS = 2
 def _lay_out(backend, values, layout):
     """``values`` (a 2-d float64 array) as a tensor of ``backend`` in ``layout``."""
     if layout == "transposed":
-        plain = np.ascontiguousarray(values.T)
+        plain = values.T.copy(order="C")  # a copy: ascontiguousarray may return a view of values
         return plain.T if backend == "numpy" else torch.from_numpy(plain).t()
     if layout == "sliced":
         wide = np.zeros((values.shape[0], 2 * values.shape[1]))

@@ -133,7 +133,7 @@ def test_numpy_layouts_read_only_and_matrix_give_torch_optims_numbers():
         elif kind == "matrix":
             p = np.matrix(start.copy())
         else:
-            p = np.ascontiguousarray(start.T).T
+            p = start.T.copy(order="C").T
         original = np.array(p, copy=True)
         rule = RULES["adam"][0]()
         state, out = rule.init(p), p
