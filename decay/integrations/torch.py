@@ -93,6 +93,9 @@ class Optimizer(torch.optim.Optimizer):
     # -- param groups: validated when added ------------------------------------------
     def add_param_group(self, param_group):
         params = param_group.get("params") if isinstance(param_group, dict) else None
+        if isinstance(params, (set, frozenset)):
+            raise DecayError("A param group's `params` is a set, whose order changes between runs (torch.optim "
+                             "refuses it too). Pass a list, e.g. list(model.parameters()).")
         if params is not None:
             # torch.optim only warns for a parameter listed twice in one group (and raises
             # a plain ValueError across groups); decay refuses both, before anything changes.
@@ -322,6 +325,9 @@ def _without_own_arguments(params):
     """ZeroRedundancyOptimizer copies the keyword arguments it passes on (``rule=``,
     ``names=``) into every param group; they are the optimizer's, not the group's
     hyperparameters, and would be pickled into every checkpoint."""
+    if isinstance(params, (set, frozenset)):
+        raise DecayError("`params` is a set, whose order changes between runs (torch.optim refuses it too). "
+                         "Pass a list, e.g. list(model.parameters()).")
     params = list(params)
     if params and isinstance(params[0], dict):
         return [{k: v for k, v in group.items() if k not in ("rule", "names")} for group in params]

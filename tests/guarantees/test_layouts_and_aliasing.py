@@ -196,3 +196,6 @@ def test_the_same_tensor_twice_is_refused_everywhere(backend):
         for params in ([q, q], [{"params": [q]}, {"params": [q]}]):
             with pytest.raises(decay.DecayError, match="more than once"):
                 decay.torch.Optimizer(params, rule)
+        for params in ({q}, [{"params": {q}}]):  # a set's order changes between runs
+            with pytest.raises(decay.DecayError, match="is a set"):
+                decay.torch.Optimizer(params, rule)
