@@ -126,6 +126,8 @@ def state_by_name(state, flat):
     names = getattr(state, "names", None)
     if names is None or flat.kind != "dict" or names is flat.names or names == flat.names:
         return state
+    if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
+        raise DecayError(f"`state.names` must be the parameter names init() recorded. Received: {names!r}.")
     return state._replace(slots=reorder_by_name(state.slots, names, flat.names, "`state`"), names=flat.names)
 
 

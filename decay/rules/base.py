@@ -61,7 +61,7 @@ def _same_leaves(params, flat, leaves) -> bool:
     kind = flat.kind
     if kind == "single":
         return params is leaves[0]
-    if kind == "dict":  # flat.keys are sorted (decay.tree.flatten); params may be in any order
+    if kind == "dict":  # the same names and tensors, possibly listed in another order
         return (
             type(params) is dict and len(params) == len(leaves)
             and all(map(operator.is_, map(params.get, flat.keys), leaves))

@@ -162,9 +162,13 @@ def test_checkpoint_matches_a_dict_by_name_not_position(tmp_path):
     flipped = {"b": params["b"].copy(), "a": params["a"].copy()}
     loaded = decay.checkpoint.load(tmp_path / "ck.npz", rule, flipped)
     flipped, _ = rule.step(flipped, grads, loaded)
+    # The live state too: stepped with the dict in the other order.
+    copy = state._replace(slots={k: tuple(x.copy() for x in v) for k, v in state.slots.items()})
+    again, _ = rule.step({"b": params["b"].copy(), "a": params["a"].copy()}, grads, copy)
     straight, _ = rule.step({k: v.copy() for k, v in params.items()}, grads, state)
     for k in ("a", "b"):
         np.testing.assert_array_equal(flipped[k], straight[k])
+        np.testing.assert_array_equal(again[k], straight[k])
     with pytest.raises(decay.DecayError, match=r"made for parameters \['a', 'b'\]"):
         decay.checkpoint.load(tmp_path / "ck.npz", rule, {"a": np.ones(3), "c": np.ones(2)})
 
