@@ -45,14 +45,23 @@ class RuleState(NamedTuple):
     count: int
     slots: dict
     skipped: int = 0
-    #: the parameter names of a dict of params, in the slots' order: a dict in another
-    #: order (or a checkpoint loaded into one) is matched by name, not by position
+    #: a dict of params' names in the slots' order: matched by name, not position
     names: tuple | None = None
+    #: the rule that made it: another rule's is refused, even with the same slots
+    rule: str | None = None
 
 
 def _check_count(state) -> None:
     if isinstance(state.count, bool) or not isinstance(state.count, (int, np.integer)) or state.count < 0:
         raise DecayError(f"`state.count` must be an integer >= 0. Received: {state.count!r}.")
+
+
+def _check_made_by(rule, state) -> None:
+    if state.rule is not None and state.rule != rule.name:
+        raise DecayError(
+            f"`state` was made by rule {state.rule!r}, not {rule.name!r}. Call init() with this rule, or "
+            "load a saved state with load_state_dict() (it checks what it loads)."
+        )
 
 
 def _same_leaves(params, flat, leaves) -> bool:
@@ -254,7 +263,8 @@ class Rule:
                     per_leaf.append(None)
             slots[slot] = tuple(per_leaf)
         self._trust(flat, slots)
-        return RuleState(count=0, slots=slots, skipped=0, names=flat.names if flat.kind == "dict" else None)
+        names = flat.names if flat.kind == "dict" else None
+        return RuleState(count=0, slots=slots, skipped=0, names=names, rule=self.name)
 
     def step(self, params, grads, state: RuleState):
         """One update. Returns ``(params, state)``.
@@ -282,7 +292,7 @@ class Rule:
             return params, state._replace(skipped=state.skipped + 1)
         slots = {s: tuple(col) for s, col in columns.items()}
         self._trust(flat, slots)
-        return unflatten(flat, out, params), RuleState(t + 1, slots, state.skipped, state.names)
+        return unflatten(flat, out, params), RuleState(t + 1, slots, state.skipped, state.names, state.rule)
 
     # -- per-step checks, done once per structure ----------------------------------------
     # A training loop passes the same parameters and the state the last step returned,
@@ -359,6 +369,7 @@ class Rule:
                 f"`state` must be the RuleState returned by init() or step(). Received a {type(state).__name__}."
             )
         _check_count(state)
+        _check_made_by(self, state)
         needed = {s for h in self.hyper_sets() for s in self.slot_names(h)}
         if not isinstance(state.slots, dict) or set(state.slots) != needed:
             got = sorted(state.slots) if isinstance(state.slots, dict) else state.slots
@@ -378,6 +389,7 @@ class Rule:
                 f"Received a {type(state).__name__}."
             )
         _check_count(state)
+        _check_made_by(self, state)
         hypers = self.hyper_sets()
         group_of, _ = self.resolve(flat.names, flat.leaves)
         needed = {s for h in hypers for s in self.slot_names(h)}
@@ -471,7 +483,7 @@ class Rule:
             slot: tuple(None if like is None else backend.from_numpy(array, like) for like, array in pairs)
             for slot, pairs in checked.items()
         }
-        return RuleState(int(count), slots, int(skipped), flat.names if flat.kind == "dict" else None)
+        return RuleState(int(count), slots, int(skipped), flat.names if flat.kind == "dict" else None, self.name)
 
     # -- saving and loading the rule itself ----------------------------------------------
     def get_config(self) -> dict:

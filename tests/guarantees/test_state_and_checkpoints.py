@@ -45,6 +45,17 @@ def test_slots_that_do_not_fit_are_refused(spoil, words):
     assert_unchanged(before, snapshot(p, None))
 
 
+def test_state_of_another_rule_with_the_same_slots_is_refused():
+    """Adam's and AdamW's slots have the same names; the state still belongs to its rule."""
+    p = np.ones(3)
+    state = decay.adam(0.1).init(p)
+    for call in (lambda: decay.adamw(0.1).step(p, np.ones(3), state),
+                 lambda: decay.adamw(0.1).state_dict(state)):
+        with pytest.raises(decay.DecayError, match="made by rule 'adam', not 'adamw'"):
+            call()
+    np.testing.assert_array_equal(p, np.ones(3))
+
+
 def test_numpy_slot_of_another_dtype_is_refused():
     p = np.ones(3)
     rule = decay.sgd(0.1, momentum=0.9)
