@@ -329,10 +329,12 @@ def run(rule, backend, parts, hypers, params, grads, columns: dict, *, steps=0, 
         if backend.run_compiled(owner, structure, traced, params, grads, columns, values):
             return list(params), columns
     work = backend.read_all(params)  # the params themselves where they can be written in place
-    if any(map(operator.is_, grads, work)):
-        # A gradient that is its parameter (step(x, x, ...)) would change under the
-        # in-place update before it is read: it is read as the value it had.
-        grads = [backend.clone([g])[0] if g is w else g for g, w in zip(grads, work)]
+    shared = backend.grads_alias(grads, work)
+    if any(shared):
+        # A gradient that is its parameter or a view of it (step(x, x, ...),
+        # p.detach()) would change under the in-place update before it is read: it is
+        # read as the value it had, on every backend and path.
+        grads = [backend.clone([g])[0] if s else g for g, s in zip(grads, shared)]
     _body(rule, backend, parts, hypers, steps, work, grads, columns, fast)
     if all(map(operator.is_, work, params)):  # all written in place
         return list(params), columns

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 
 from .errors import DecayError
+from .validation import check_bool_result, user_callable
 
 
 def _ndim(tensor) -> int:
@@ -19,10 +20,12 @@ def _ndim(tensor) -> int:
 
 
 def timm_default(name: str, tensor) -> bool:
-    """timm's default: no decay for tensors with ndim <= 1 (biases, norm scales) or
-    names ending in "bias". A DTensor (FSDP2's ``fully_shard``) is judged by its full
-    shape (its ``.shape``), whatever this rank's shard holds."""
-    return not (_ndim(tensor) <= 1 or name.endswith("bias"))
+    """timm's default (``timm.optim.param_groups_weight_decay``): no decay for tensors with
+    ndim <= 1 (biases, norm scales) or names ending in ".bias" — timm tests
+    ``name.endswith(".bias")``, so a 2-D parameter named ``attn_bias`` is decayed. A
+    DTensor (FSDP2's ``fully_shard``) is judged by its full shape (its ``.shape``),
+    whatever this rank's shard holds."""
+    return not (_ndim(tensor) <= 1 or name.endswith(".bias"))
 
 
 class exclude_names:  # noqa: N801 - used like the function it replaces
@@ -69,9 +72,12 @@ def resolve_mask(mask, names, leaves) -> list:
             raise DecayError(
                 f"`mask` names parameters that do not exist: {unknown}. Known names: {list(names)}."
             )
-        return [bool(mask.get(n, True)) for n in names]
+        return [check_bool_result(f"`mask[{n!r}]`", mask.get(n, True)) for n in names]
     if callable(mask):
-        return [bool(mask(n, x)) for n, x in zip(names, leaves)]
+        return [
+            check_bool_result(f"The mask {mask!r} called on {n!r}", user_callable(f"The mask {mask!r} called on {n!r}", mask, n, x))
+            for n, x in zip(names, leaves)
+        ]
     raise DecayError(
         f"`mask` must be None, a dict name -> bool or a callable (name, tensor) -> bool. "
         f"Received: mask={mask!r}."
@@ -85,7 +91,9 @@ def resolve_groups(selectors, names, leaves) -> list:
     claimed = [False] * len(names)
     for index, selector in enumerate(selectors):
         if callable(selector):
-            chosen = [bool(selector(n, x)) for n, x in zip(names, leaves)]
+            what = f"The selector of `groups[{index}]['params']` called on"
+            chosen = [check_bool_result(f"{what} {n!r}", user_callable(f"{what} {n!r}", selector, n, x))
+                      for n, x in zip(names, leaves)]
         elif isinstance(selector, (list, tuple, set, frozenset)):
             unknown = sorted(set(map(str, selector)) - set(names))
             if unknown:

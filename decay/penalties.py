@@ -61,7 +61,7 @@ class Penalty:
         backend = backend_of_tensors(zip(flat.names, flat.leaves))
         with backend.no_grad():
             grads = [self.leaf_grad(backend, backend.read(leaf)) for leaf in flat.leaves]
-        return unflatten(flat, grads)
+        return unflatten(flat, grads, params)
 
     __call__ = penalty
 

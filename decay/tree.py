@@ -89,11 +89,14 @@ def flatten_like(tree, ref: Flat, what: str = "grads", ref_what: str = "params")
     return flat.leaves
 
 
-def unflatten(ref: Flat, leaves):
+def unflatten(ref: Flat, leaves, like=None):
+    """``leaves`` in ``ref``'s structure; a dict gets the key order of ``like`` (the
+    caller's dict, whose keys may come in another order) when given."""
     if ref.kind == "single":
         return leaves[0]
     if ref.kind == "dict":
-        return dict(zip(ref.keys, leaves))
+        by_key = dict(zip(ref.keys, leaves))
+        return by_key if like is None or tuple(like) == ref.keys else {k: by_key[k] for k in like}
     return tuple(leaves) if ref.kind == "tuple" else list(leaves)
 
 
@@ -101,3 +104,39 @@ def _describe(flat: Flat) -> str:
     if flat.kind == "single":
         return "single tensor"
     return f"{flat.kind} of {len(flat.leaves)}"
+
+
+def reorder_by_name(columns: dict, names: tuple, wanted: tuple, what: str) -> dict:
+    """Per-leaf ``columns`` (name -> one entry per leaf, in ``names`` order) put in the
+    order of ``wanted``: a state follows the names of a dict of params, not positions."""
+    if sorted(names) != sorted(wanted):
+        raise DecayError(
+            f"{what} was made for parameters {sorted(names)} but `params` has {sorted(wanted)}. "
+            "Pass the params it was made for (matched by name), or call init()."
+        )
+    at = {n: i for i, n in enumerate(names)}
+    order = [at[n] for n in wanted]
+    return {key: tuple(column[i] for i in order) if isinstance(column, (list, tuple)) else column
+            for key, column in columns.items()}
+
+
+def state_by_name(state, flat):
+    """``state`` with its slots in the order of ``flat``'s names, when it was made for a
+    dict of params whose keys came in another order; refused for other names."""
+    names = getattr(state, "names", None)
+    if names is None or flat.kind != "dict" or names is flat.names or names == flat.names:
+        return state
+    if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
+        raise DecayError(f"`state.names` must be the parameter names init() recorded. Received: {names!r}.")
+    return state._replace(slots=reorder_by_name(state.slots, names, flat.names, "`state`"), names=flat.names)
+
+
+def saved_by_name(saved: dict, slots: dict, flat) -> dict:
+    """A saved state's slots (``Rule.state_dict``) in the order of ``flat``'s names."""
+    names = saved.get("names")
+    if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)
+                              or len(set(names)) != len(names)):
+        raise DecayError(f"Saved state has invalid `names`: {names!r}. It must list distinct parameter names.")
+    if names is None or flat.kind != "dict" or tuple(names) == flat.names:
+        return slots
+    return reorder_by_name(slots, tuple(names), flat.names, "Saved state")

@@ -10,6 +10,7 @@ to do each primitive natively.
 from __future__ import annotations
 
 import contextlib
+import operator
 
 import numpy as np
 
@@ -167,6 +168,37 @@ class Backend(Ops):
                     return None
                 known.add(tp)
         return [(self.shape(x), self.dtype_name(x), self.device_key(x)) for x in xs]
+
+    def overlaps_itself(self, x) -> bool:
+        """Whether two elements of ``x`` share one memory location (an expanded,
+        stride-0 view): an in-place update of it has no meaning. Immutable tensors never do."""
+        return False
+
+    def is_sparse(self, x) -> bool:
+        """Whether ``x`` is a sparse tensor (torch's sparse layouts)."""
+        return False
+
+    def to_dense(self, x):
+        return x
+
+    @staticmethod
+    def strides_overlap(shape, strides, itemsize: int = 1) -> bool:
+        """Whether a strided layout may reach one location by two indices: with the axes
+        sorted by stride, each stride must clear the extent of the smaller ones. Layouts
+        that fail this test are counted as overlapping even in the rare case they
+        interleave without overlap (they are refused, never updated wrongly)."""
+        extent = itemsize
+        for stride, n in sorted((abs(s), n) for n, s in zip(shape, strides) if n > 1):
+            if stride < extent:
+                return True
+            extent += stride * (n - 1)
+        return False
+
+    def grads_alias(self, grads, params) -> list:
+        """Per pair, whether the gradient may share memory with its parameter (the same
+        object, or a view of its memory): the engine then reads such a gradient as the
+        value it had before the step. Adapters with views widen the identity test."""
+        return list(map(operator.is_, grads, params))
 
     def read_all(self, xs) -> list:
         """:meth:`read` of every tensor of a list."""

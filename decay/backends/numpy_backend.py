@@ -32,6 +32,7 @@ _SHAPE_AND_DTYPE = operator.attrgetter("shape", "dtype")
 _C_CONTIGUOUS = operator.attrgetter("flags.c_contiguous")
 _add, _multiply, _divide = np.add, np.multiply, np.divide
 _WRITEABLE = operator.attrgetter("flags.writeable")
+_BASE_ATTR = operator.attrgetter("base")
 
 
 class NumpyBackend(Backend):
@@ -101,6 +102,25 @@ class NumpyBackend(Backend):
         if type(x) is np.ndarray and x.flags.writeable:
             return x
         return np.array(x, subok=False)
+
+    def overlaps_itself(self, x) -> bool:
+        # A read-only array is worked on as a copy (read), so only writeable ones count.
+        if not isinstance(x, np.ndarray) or not x.flags.writeable or x.size <= 1:
+            return False
+        if x.flags.c_contiguous or x.flags.f_contiguous:
+            return False
+        return self.strides_overlap(x.shape, x.strides, x.itemsize)
+
+    def grads_alias(self, grads, params):
+        # The same array, or views of one buffer that may overlap (bounds compared).
+        # Arrays that own their memory (the usual fresh gradients) alias only themselves.
+        if all(b is None for b in map(_BASE_ATTR, grads)) and all(b is None for b in map(_BASE_ATTR, params)):
+            return list(map(operator.is_, grads, params))
+        return [
+            g is p or (isinstance(g, np.ndarray) and isinstance(p, np.ndarray) and _base(g) is _base(p)
+                       and np.may_share_memory(g, p))
+            for g, p in zip(grads, params)
+        ]
 
     def read_all(self, xs):
         if set(map(type, xs)) == {np.ndarray} and all(map(_WRITEABLE, xs)):
@@ -314,6 +334,13 @@ class NumpyBackend(Backend):
 
     def from_numpy(self, array, like):
         return np.array(array, dtype=np.asarray(like).dtype, copy=True)
+
+
+def _base(x):
+    """The array that owns ``x``'s memory."""
+    while isinstance(x.base, np.ndarray):
+        x = x.base
+    return x
 
 
 def _sum_values(values):

@@ -30,6 +30,7 @@ _DTYPE = operator.attrgetter("dtype")
 _DEVICE = operator.attrgetter("device")
 _IS_CPU = operator.attrgetter("is_cpu")
 _IS_CONTIGUOUS = torch.Tensor.is_contiguous
+_DATA_PTR = torch.Tensor.data_ptr
 _FUSED_DTYPES = frozenset((torch.float32, torch.float64))
 _DEREF = weakref.ref.__call__
 _DTYPE_NAMES: dict = {}  # str(dtype) per call costs more than the update of a small tensor
@@ -158,6 +159,23 @@ class TorchBackend(Backend):
         if not all(issubclass(tp, torch.Tensor) for tp in set(map(type, xs))):
             return None
         return tuple(map(_LAYOUT, xs))
+
+    def is_sparse(self, x) -> bool:
+        return isinstance(x, torch.Tensor) and x.layout != torch.strided
+
+    def to_dense(self, x):
+        return x.to_dense()
+
+    def overlaps_itself(self, x) -> bool:
+        # 0: no, 1: an element is reached by two indices (expand); 2: torch cannot tell
+        # (as_strided), and its in-place operations then write regardless: the stride test.
+        overlap = torch._debug_has_internal_overlap(x)
+        return overlap == 1 or (overlap == 2 and self.strides_overlap(x.shape, x.stride()))
+
+    def grads_alias(self, grads, params):
+        # The same tensor, or a view that starts where the parameter starts (p.detach(),
+        # p.data, p.view(...), p.t()): one pointer comparison per pair, in C.
+        return list(map(operator.eq, map(_DATA_PTR, grads), map(_DATA_PTR, params)))
 
     def read_all(self, xs):
         # The engine calls this under no_grad, where torch (like torch.optim) lets the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 
 from .. import schedules
 from ..errors import DecayError
@@ -441,7 +442,22 @@ def _keras_exclusions(opt, name):
             "with mask= by hand."
         )
     pattern = getattr(opt, "_exclude_from_weight_decay_pattern", None)
-    return None if pattern is None else exclude_names(pattern.pattern)
+    if pattern is None:
+        return None
+    # During fit on TensorFlow Keras searches the backend variable's name
+    # ("net/dense/kernel:0"); decay's mask searches the path ("net/dense/kernel"). A plain
+    # word (letters, digits, _, /, -) is found in both or in neither; a regular
+    # expression ("kernel$", "^dense") may not be, so it is refused, not guessed.
+    words = pattern.pattern.split("|")
+    odd = [w for w in words if not re.fullmatch(r"[A-Za-z0-9_/\-]*[A-Za-z_][A-Za-z0-9_/\-]*", w)]
+    if odd:
+        raise DecayError(
+            f"keras.optimizers.{name} excludes variables from weight decay by the patterns {odd!r}. During "
+            "fit Keras searches the TensorFlow variable name ('net/dense/kernel:0'), decay the Keras path "
+            "('net/dense/kernel'), so a regular expression can select other variables in the two. Use plain "
+            "substrings (var_names=['bias']) or build the rule with mask= by hand."
+        )
+    return exclude_names(*words)
 
 
 def _from_keras_sgd(opt, lr, wd, mask):

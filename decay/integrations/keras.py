@@ -93,6 +93,8 @@ Example::
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..errors import DecayError
@@ -113,6 +115,8 @@ from ..rules import Rule
 from ..rules import from_config as rule_from_config
 from ..rules._reference import checked_arrays, reference_slots
 
+#: The config entry that stands for a rule that could not be saved (see get_config).
+_UNSAVED = "unsaved_rule"
 #: Keras's optimizer arguments that decay.keras.Optimizer passes through and saves.
 _KERAS_ARGS = (
     "clipnorm", "global_clipnorm", "clipvalue", "use_ema", "ema_momentum",
@@ -444,7 +448,15 @@ class Optimizer(keras.optimizers.Optimizer):
 
     # -- saving -----------------------------------------------------------------------------
     def get_config(self):
-        config = {"name": self.name, "rule": self._rule.get_config()}
+        # model.save truncates the file before asking for this: raising would destroy the
+        # previous file. An unsaveable rule (a plain-callable schedule) is recorded as such.
+        try:
+            rule_config = self._rule.get_config()
+        except DecayError as exc:
+            warnings.warn(f"decay.keras.Optimizer: the rule cannot be saved ({exc}) The weights are saved; "
+                          "load with keras.models.load_model(path, compile=False) and compile again.", stacklevel=2)
+            rule_config = {_UNSAVED: str(exc)}
+        config = {"name": self.name, "rule": rule_config}
         config.update({key: getattr(self, key) for key in _KERAS_ARGS})
         return config
 
@@ -455,7 +467,11 @@ class Optimizer(keras.optimizers.Optimizer):
             raise DecayError(
                 f"A decay.keras.Optimizer config needs a 'rule' entry. Received keys: {sorted(config)}."
             )
-        return cls(rule_from_config(config.pop("rule")), **config)
+        rule = config.pop("rule")
+        if isinstance(rule, dict) and _UNSAVED in rule:
+            raise DecayError(f"This decay.keras.Optimizer's rule could not be saved: {rule[_UNSAVED]} Load the "
+                             "model with keras.models.load_model(path, compile=False) and compile it again.")
+        return cls(rule_from_config(rule), **config)
 
 
 def _unless_skipped(update, skip, eager, policy):

@@ -25,6 +25,7 @@ from ..errors import DecayError
 from ..masks import resolve_mask
 from ..rules import Rule
 from ..rules._reference import pick_reference, reference_slots
+from ..validation import check_updatable, dense_grads
 
 _IS_SPARSE = operator.attrgetter("is_sparse")
 
@@ -93,6 +94,22 @@ class Optimizer(torch.optim.Optimizer):
 
     # -- param groups: validated when added ------------------------------------------
     def add_param_group(self, param_group):
+        params = param_group.get("params") if isinstance(param_group, dict) else None
+        if isinstance(params, (set, frozenset)):
+            raise DecayError("A param group's `params` is a set, whose order changes between runs (torch.optim "
+                             "refuses it too). Pass a list, e.g. list(model.parameters()).")
+        if params is not None:
+            # torch.optim only warns for a parameter listed twice in one group (and raises
+            # a plain ValueError across groups); decay refuses both, before anything changes.
+            params = [params] if isinstance(params, torch.Tensor) else list(params)
+            if params and isinstance(params[0], tuple):  # named_parameters() pairs
+                names, tensors = [str(n) for n, _ in params], [p for _, p in params]
+            else:
+                names, tensors = [f"param {i}" for i in range(len(params))], params
+            if all(isinstance(p, torch.Tensor) for p in tensors):
+                existing = [p for g in getattr(self, "param_groups", ()) for p in g["params"]]
+                check_updatable(["(an earlier group)"] * len(existing) + names, existing + tensors, self._backend)
+            param_group = {**param_group, "params": params}
         super().add_param_group(param_group)
         self._checked(self.param_groups[-1])
 
@@ -156,8 +173,9 @@ class Optimizer(torch.optim.Optimizer):
             hyper = self._checked(group)
             # torch checked each .grad's shape, dtype and device when it was assigned.
             grads_now = [p.grad for p in chosen]
-            if any(map(_IS_SPARSE, grads_now)):
-                raise DecayError("decay.torch.Optimizer does not support sparse gradients.")
+            if any(map(_IS_SPARSE, grads_now)):  # SGD takes them (made dense), as torch.optim.SGD
+                grads_now = dense_grads(self.rule, self._backend, [f"param {len(params) + i}" for i in range(len(chosen))],
+                                        grads_now)
             group_of.extend([len(hypers)] * len(chosen))
             hypers.append(hyper)
             decayed.extend(self._decayed(group, chosen))
@@ -165,10 +183,12 @@ class Optimizer(torch.optim.Optimizer):
             grads.extend(grads_now)
         if not params:
             return loss
-        if not self.state and _is_state_initialization(self.param_groups, grads):
-            self._states_for(params, hypers, group_of)
+        initializing = not self.state and _is_state_initialization(self.param_groups, grads)
+        states, fresh = self._states_for(params, hypers, group_of)
+        if initializing:
+            for p, state in fresh:
+                self.state[p] = state
             return loss
-        states = self._states_for(params, hypers, group_of)
         steps = [s["step"] for s in states]
         uniform = steps.count(steps[0]) == len(steps)
         names = sorted({n for h in hypers for n in self.rule.state_slot_names(h)})
@@ -201,6 +221,8 @@ class Optimizer(torch.optim.Optimizer):
                     state[n] = x if shards is None else _as_dtensor(x, p)
         for state in states:
             state["step"] += 1
+        for p, state in fresh:
+            self.state[p] = state
         return loss
 
     def _parts(self, params, hypers, group_of, decayed):
@@ -213,13 +235,18 @@ class Optimizer(torch.optim.Optimizer):
             cached = self._parts_cache = (key, engine.partition(self.rule, hypers, group_of, decayed, dtypes)[0])
         return cached[1]
 
-    def _states_for(self, params, hypers, group_of) -> list:
-        """The parameters' states, each created on first use (zero slots, step 0)."""
-        states = [self.state[p] for p in params]
+    def _states_for(self, params, hypers, group_of) -> tuple:
+        """The parameters' states, each created on first use (zero slots, step 0), and the
+        (param, state) pairs created now."""
+        # .get, not [] (a defaultdict): a state is entered only after a step succeeds,
+        # so a step that fails leaves optimizer.state as it was (step writes new ones).
+        states, fresh = list(map(self.state.get, params)), []
         if not all(states):
-            for p, state, g in zip(params, states, group_of):
+            for i, (p, state, g) in enumerate(zip(params, states, group_of)):
                 if state:
                     continue
+                states[i] = state = {}
+                fresh.append((p, state))
                 # A Python int: it is read and advanced for every parameter at every step,
                 # which costs microseconds as a tensor. (torch.optim keeps a CPU tensor;
                 # an int saves and loads the same way.)
@@ -230,7 +257,7 @@ class Optimizer(torch.optim.Optimizer):
                 if self.rule.decay_toward is not None:
                     self._set_reference(p, new)  # may refuse it: then no state is left half made
                 state.update(new)
-        return states
+        return states, fresh
 
     def _set_reference(self, p, state):
         """θ₀ of ``decay_toward`` for a new state: "init" is ``p`` now (before its first
@@ -262,9 +289,41 @@ class Optimizer(torch.optim.Optimizer):
                 f"This optimizer state was saved with rule {saved_rule!r} but this optimizer runs "
                 f"{self.rule.name!r}. Build the optimizer with the same rule."
             )
+        self._check_loadable(state_dict)
         super().load_state_dict(state_dict)
         self.skipped_steps = int(extra.get("skipped_steps", 0))
+        for state in self.state.values():
+            state["step"] = _as_step(state["step"])
         self._restore_float32_slots(state_dict)
+
+    def _check_loadable(self, state_dict):
+        """Refuse, before anything is loaded, a state this rule could not step: another
+        optimizer's (other slots, as torch.optim.Adam's into an SGD), other shapes, bad
+        hyperparameters or step counts. torch.optim would load it and fail, or compute
+        nonsense, at the next step."""
+        groups, saved = state_dict.get("param_groups"), state_dict.get("state")
+        if not isinstance(groups, list) or not isinstance(saved, dict) or len(groups) != len(self.param_groups):
+            raise DecayError(
+                f"The state to load has {len(groups) if isinstance(groups, list) else 'no'} param groups; this "
+                f"optimizer has {len(self.param_groups)}. Load a state_dict() of an optimizer built on the same groups."
+            )
+        for index, (group, mine) in enumerate(zip(groups, self.param_groups)):
+            if not isinstance(group, dict) or len(group.get("params", ())) != len(mine["params"]):
+                raise DecayError(f"Param group {index} of the state to load does not have this group's parameters.")
+            hyper = self.rule.check_group({k: group.get(k, mine[k]) for k in self.rule.hyper_names})
+            wanted = {"step", *self.rule.slot_names(hyper)}
+            for saved_id, p in zip(group["params"], mine["params"]):
+                entry = saved.get(saved_id)
+                if entry is None:
+                    continue
+                if not isinstance(entry, dict) or set(entry) != wanted:
+                    got = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+                    raise DecayError(
+                        f"The state to load holds {got} for a parameter of group {index}; {self.rule.name} "
+                        f"keeps {sorted(wanted)}. Was it saved by another optimizer? Load a state saved "
+                        "with this rule."
+                    )
+                _check_loaded_entry(entry, p, index)
 
     def _restore_float32_slots(self, state_dict):
         """torch casts loaded state to each parameter's dtype; decay keeps the slots of
@@ -280,10 +339,36 @@ class Optimizer(torch.optim.Optimizer):
                     self.state[p][key] = value.to(dtype=torch.float32, device=p.device, copy=True)
 
 
+def _as_step(step):
+    """A step count as an int: torch.optim keeps it as a float tensor."""
+    if isinstance(step, torch.Tensor) and step.numel() == 1 and not step.is_complex():
+        value = step.item()
+        return int(value) if float(value).is_integer() else value
+    return step
+
+
+def _check_loaded_entry(entry: dict, p, index: int) -> None:
+    step = _as_step(entry["step"])
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise DecayError(f"The state to load has step={entry['step']!r} for a parameter of group {index}; "
+                         "it must be an integer >= 0.")
+    for key, value in entry.items():
+        if key != "step" and (not isinstance(value, torch.Tensor) or not value.is_floating_point()
+                              or value.shape != p.shape or value.layout != torch.strided):
+            raise DecayError(
+                f"The state to load has {key!r} = a {type(value).__name__} "
+                f"{getattr(value, 'dtype', '')} {tuple(getattr(value, 'shape', ()))} for a parameter of shape "
+                f"{tuple(p.shape)} in group {index}; it must be a dense float tensor of that shape."
+            )
+
+
 def _without_own_arguments(params):
     """ZeroRedundancyOptimizer copies the keyword arguments it passes on (``rule=``,
     ``names=``) into every param group; they are the optimizer's, not the group's
     hyperparameters, and would be pickled into every checkpoint."""
+    if isinstance(params, (set, frozenset)):
+        raise DecayError("`params` is a set, whose order changes between runs (torch.optim refuses it too). "
+                         "Pass a list, e.g. list(model.parameters()).")
     params = list(params)
     if params and isinstance(params[0], dict):
         return [{k: v for k, v in group.items() if k not in ("rule", "names")} for group in params]

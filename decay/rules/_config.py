@@ -39,7 +39,17 @@ def _value_to_config(key, value):
             f"Cannot save `{key}`={value!r}: a plain callable has no config. Use a "
             "decay.schedules schedule, which can be saved."
         )
-    return list(value) if isinstance(value, tuple) else value
+    return _plain(value)
+
+
+def _plain(value):
+    """JSON-able: a 0-d array or tensor, or a NumPy scalar (lr=np.float32(0.1),
+    torch.tensor(0.1)), as its Python number; tuples as lists."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if not isinstance(value, (bool, int, float, str)) and getattr(value, "shape", None) == () and hasattr(value, "item"):
+        return value.item()
+    return value
 
 
 def _group_to_config(group):

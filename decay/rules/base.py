@@ -23,8 +23,9 @@ from ..engine import LOW_PRECISION, Hyper
 from ..errors import DecayError
 from ..masks import resolve_groups, resolve_mask
 from ..penalties import Penalty
-from ..tree import flatten, flatten_like, unflatten
-from ..validation import check_choice, check_flag, check_number_or_schedule
+from ..tree import flatten, flatten_like, saved_by_name, state_by_name, unflatten
+from ..validation import (check_choice, check_flag, check_number_or_schedule, check_slot_fits, check_updatable,
+                          dense_grads)
 from . import _decay
 from ._config import rule_to_config
 from ._reference import check_decay_toward, reference_slots
@@ -45,11 +46,23 @@ class RuleState(NamedTuple):
     count: int
     slots: dict
     skipped: int = 0
+    #: a dict of params' names in the slots' order: matched by name, not position
+    names: tuple | None = None
+    #: the rule that made it: another rule's is refused, even with the same slots
+    rule: str | None = None
 
 
 def _check_count(state) -> None:
     if isinstance(state.count, bool) or not isinstance(state.count, (int, np.integer)) or state.count < 0:
         raise DecayError(f"`state.count` must be an integer >= 0. Received: {state.count!r}.")
+
+
+def _check_made_by(rule, state) -> None:
+    if state.rule is not None and state.rule != rule.name:
+        raise DecayError(
+            f"`state` was made by rule {state.rule!r}, not {rule.name!r}. Call init() with this rule, or "
+            "load a saved state with load_state_dict() (it checks what it loads)."
+        )
 
 
 def _same_leaves(params, flat, leaves) -> bool:
@@ -58,10 +71,10 @@ def _same_leaves(params, flat, leaves) -> bool:
     kind = flat.kind
     if kind == "single":
         return params is leaves[0]
-    if kind == "dict":
+    if kind == "dict":  # the same names and tensors, possibly listed in another order
         return (
             type(params) is dict and len(params) == len(leaves)
-            and all(map(operator.is_, params.values(), leaves)) and tuple(params) == flat.keys
+            and all(map(operator.is_, map(params.get, flat.keys), leaves))
         )
     return (
         type(params) is (list if kind == "list" else tuple) and len(params) == len(leaves)
@@ -85,6 +98,8 @@ class Rule:
     #: True when the math treats every element on its own (no norms, no matrix
     #: products): the NumPy backend may then run it over cache-sized blocks
     elementwise = True
+    #: True when sparse gradients are taken (made dense), as torch.optim's rule does
+    sparse_gradients = False
 
     def __init__(
         self,
@@ -238,6 +253,7 @@ class Rule:
                     f"Parameter {name!r} has dtype {backend.dtype_name(leaf)}; decay updates "
                     "floating-point tensors only. Cast it to float32 or exclude it from params."
                 )
+        check_updatable(flat.names, flat.leaves, backend)
         if len({backend.device_key(x) for x in flat.leaves}) > 1:
             devices = {backend.device(x) for x in flat.leaves}
             raise DecayError(
@@ -269,7 +285,8 @@ class Rule:
             slots[engine.REFERENCE_SLOT] = tuple(reference_slots(
                 self.decay_toward, backend, flat.names, flat.leaves, slots[engine.REFERENCE_SLOT]))
         self._trust(flat, slots)
-        return RuleState(count=0, slots=slots, skipped=0)
+        names = flat.names if flat.kind == "dict" else None
+        return RuleState(count=0, slots=slots, skipped=0, names=names, rule=self.name)
 
     def step(self, params, grads, state: RuleState):
         """One update. Returns ``(params, state)``.
@@ -284,7 +301,9 @@ class Rule:
         flat, backend, layouts, (group_of, decayed), parts = self._checked_params(params)
         g_leaves = flatten_like(grads, flat, "grads", "params")
         if layouts is None or backend.layouts(g_leaves) != layouts:
+            g_leaves = dense_grads(self, backend, flat.names, g_leaves)
             self._check_grads(backend, flat, g_leaves)  # finds and names the mismatch
+        state = state_by_name(state, flat)
         self._check_state_cached(state, flat, backend)
         t = int(state.count)
         skipped, out, columns = engine.step(
@@ -295,7 +314,7 @@ class Rule:
             return params, state._replace(skipped=state.skipped + 1)
         slots = {s: tuple(col) for s, col in columns.items()}
         self._trust(flat, slots)
-        return unflatten(flat, out), RuleState(t + 1, slots, state.skipped)
+        return unflatten(flat, out, params), RuleState(t + 1, slots, state.skipped, state.names, state.rule)
 
     # -- per-step checks, done once per structure ----------------------------------------
     # A training loop passes the same parameters and the state the last step returned,
@@ -366,6 +385,23 @@ class Rule:
                     f"parameter is on {backend.device(p)}. Move them to one device."
                 )
 
+    def _check_state_fits_rule(self, state):
+        if not isinstance(state, RuleState):
+            raise DecayError(
+                f"`state` must be the RuleState returned by init() or step(). Received a {type(state).__name__}."
+            )
+        _check_count(state)
+        _check_made_by(self, state)
+        needed = {s for h in self.hyper_sets() for s in self.slot_names(h)}
+        if not isinstance(state.slots, dict) or set(state.slots) != needed:
+            got = sorted(state.slots) if isinstance(state.slots, dict) else state.slots
+            raise DecayError(
+                f"`state` holds slots {got!r} but {self.name} needs {sorted(needed)}. "
+                "Was it made by another rule? Save the state with the rule that made it."
+            )
+        if len({len(per_leaf) for per_leaf in state.slots.values()}) > 1:
+            raise DecayError("`state` holds slots of different lengths: it is damaged. Call init() again.")
+
     def _check_state(self, state, flat, backend):
         """The state must be one this rule made for these params: same slots, one
         tensor per parameter of its shape and backend, a valid count."""
@@ -375,6 +411,7 @@ class Rule:
                 f"Received a {type(state).__name__}."
             )
         _check_count(state)
+        _check_made_by(self, state)
         hypers = self.hyper_sets()
         group_of, _ = self.resolve(flat.names, flat.leaves)
         needed = {s for h in hypers for s in self.state_slot_names(h)}
@@ -398,17 +435,23 @@ class Rule:
                         f"`state` slot {slot!r} does not fit parameter {name!r} (expected a "
                         f"{backend.name} tensor of shape {backend.shape(p)}). Call init() with these params."
                     )
+                if x is not None:
+                    check_slot_fits(backend, slot, name, p, x)
 
     # -- saving and loading state ------------------------------------------------------
     def state_dict(self, state: RuleState) -> dict:
-        """The state as plain NumPy arrays and numbers (picklable, ``np.savez``-able)."""
+        """The state as plain NumPy arrays and numbers (picklable, ``np.savez``-able).
+        A state that does not fit this rule (another rule's slots) is refused."""
+        self._check_state_fits_rule(state)
         slots = {}
         for slot, per_leaf in state.slots.items():
             arrays = []
             for x in per_leaf:
                 arrays.append(None if x is None else backend_of_tensors([(slot, x)], "state").to_numpy(x))
             slots[slot] = arrays
-        return {"rule": self.name, "count": int(state.count), "skipped": int(state.skipped), "slots": slots}
+        names = None if state.names is None else list(state.names)
+        return {"rule": self.name, "count": int(state.count), "skipped": int(state.skipped), "slots": slots,
+                "names": names}
 
     def load_state_dict(self, saved: dict, params) -> RuleState:
         """A state for ``params`` (on their backend, dtype and device) from
@@ -437,6 +480,7 @@ class Rule:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise DecayError(f"Saved state has an invalid `{key}`: {value!r}. It must be an integer >= 0.")
         flat, backend = self._prepare(params)
+        saved_slots = saved_by_name(saved, saved_slots, flat)
         checked = {}
         for slot, per_leaf in template.slots.items():
             arrays = saved_slots[slot]
@@ -461,7 +505,7 @@ class Rule:
             slot: tuple(None if like is None else backend.from_numpy(array, like) for like, array in pairs)
             for slot, pairs in checked.items()
         }
-        return RuleState(int(count), slots, int(skipped))
+        return RuleState(int(count), slots, int(skipped), flat.names if flat.kind == "dict" else None, self.name)
 
     # -- saving and loading the rule itself ----------------------------------------------
     def get_config(self) -> dict:

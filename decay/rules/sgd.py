@@ -39,6 +39,7 @@ class SGD(Rule):
     name = "sgd"
     hyper_names = ("lr", "weight_decay", "momentum", "dampening", "nesterov")
     Hyper = SGDHyper
+    sparse_gradients = True  # as torch.optim.SGD: the step is the dense gradient's
 
     def check_group(self, hyper):
         hyper = super().check_group(hyper)

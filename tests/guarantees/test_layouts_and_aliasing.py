@@ -1,0 +1,201 @@
+"""Classes 1 and 2 of the guarantees: memory layouts and aliasing, on every path.
+
+On ``rule.step`` (the fast path and the definition run plainly) and through
+``decay.torch.Optimizer``, a tensor of any layout gives the numbers ``torch.optim``
+gives for the same values, or is refused with a DecayError that changes nothing. The
+expected numbers come from torch.optim (or, on NumPy, from the same values laid out
+plainly and stepped by torch.optim); none from decay.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import decay
+from decay.tolerances import assert_close
+from guarantees.helpers import RULES, assert_unchanged, snapshot, torch_optimizer
+
+torch = pytest.importorskip("torch", reason="torch not installed: these tests compare with torch.optim")
+
+STEPS = 3
+RNG = np.random.default_rng(13)
+START = RNG.normal(size=(2, 3, 4, 5))
+GRADS = RNG.normal(size=(STEPS, 2, 3, 4, 5))
+
+
+def _reference(rule_name, start, grads):
+    """torch.optim's parameters after each gradient, the values laid out plainly."""
+    p = torch.tensor(start, requires_grad=True)
+    opt = torch_optimizer(rule_name, [p])
+    for g in grads:
+        p.grad = torch.tensor(g)
+        opt.step()
+    return p.detach().numpy()
+
+
+# Each layout: (param values -> torch tensor laid out so, grad values -> torch tensor).
+def _transposed(x):
+    return torch.tensor(np.ascontiguousarray(np.swapaxes(x, -1, -2))).transpose(-1, -2)
+
+
+def _sliced(x):
+    wide = torch.zeros(x.shape[:-1] + (2 * x.shape[-1],), dtype=torch.float64)
+    wide[..., ::2] = torch.tensor(x)
+    return wide[..., ::2]
+
+
+def _channels_last(x):
+    return torch.tensor(x).to(memory_format=torch.channels_last)
+
+
+LAYOUTS = {
+    "transposed-grad": (torch.tensor, _transposed),
+    "transposed-param": (_transposed, torch.tensor),
+    "channels-last": (_channels_last, _channels_last),
+    "sliced": (_sliced, _sliced),
+    "expanded-grad": (torch.tensor, lambda g: torch.tensor(g[:1]).expand(g.shape)),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("rule_name", list(RULES))
+def test_torch_layouts_give_torch_optims_numbers(rule_name, layout):
+    """Every path: rule.step fast and plain, decay.torch.Optimizer. The worst case the
+    issue names: a transposed gradient through SGD's fused kernel."""
+    make_param, make_grad = LAYOUTS[layout]
+    grads = GRADS if layout != "expanded-grad" else np.broadcast_to(GRADS[:, :1], GRADS.shape)
+    want = _reference(rule_name, START, grads)
+    for path in ("fast", "plain", "optimizer"):
+        p = make_param(START)
+        rule = RULES[rule_name][0]()
+        rule.use_fast_path = path != "plain"
+        if path == "optimizer":
+            p.requires_grad_(True)
+            opt = decay.torch.Optimizer([p], rule)
+            for g in grads:
+                p.grad = make_grad(g)
+                opt.step()
+        else:
+            state = rule.init(p)
+            for g in grads:
+                p, state = rule.step(p, make_grad(g), state)
+        assert_close(p.detach().numpy(), want, "float64", STEPS)
+
+
+def test_transposed_gradient_through_the_fused_sgd_kernel_is_read_by_index():
+    """The issue's first case, element by element: decay.sgd(1.0) from zeros."""
+    p = torch.zeros(2, 2, dtype=torch.float64)
+    g = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64).t()
+    rule = decay.sgd(1.0)
+    rule.step(p, g, rule.init(p))
+    assert p.tolist() == [[-1.0, -3.0], [-2.0, -4.0]]
+
+
+def _expanded(backend):
+    if backend == "torch":
+        return torch.zeros(3, dtype=torch.float64).expand(2, 3)
+    if backend == "torch-overlapping":
+        return torch.zeros(4, dtype=torch.float64).as_strided((2, 3), (1, 1))
+    return np.lib.stride_tricks.as_strided(np.zeros(3), (2, 3), (0, 8))
+
+
+@pytest.mark.parametrize("backend", ["torch", "torch-overlapping", "numpy"])
+@pytest.mark.parametrize("rule_name", ["sgd", "adam"])
+def test_expanded_or_overlapping_params_are_refused_and_change_nothing(backend, rule_name):
+    """torch aborted the interpreter on an expanded parameter; NumPy wrote it silently."""
+    weight = torch.ones(2, 3, dtype=torch.float64) if backend.startswith("torch") else np.ones((2, 3))
+    bad = _expanded(backend)
+    params = [weight, bad]
+    grads = [x * 0 + 1 for x in (weight, torch.ones(2, 3, dtype=torch.float64) if backend.startswith("torch") else np.ones((2, 3)))]
+    rule = RULES[rule_name][0]()
+    with pytest.raises(decay.DecayError, match=r"Parameter '1' has elements that share memory.*clone\(\)"):
+        rule.init(params)
+    state = rule.init([weight, weight * 1])
+    before = snapshot(params, state)
+    with pytest.raises(decay.DecayError, match="share memory"):
+        rule.step(params, grads, state)
+    assert_unchanged(before, snapshot(params, state))
+    if backend.startswith("torch"):
+        with pytest.raises(decay.DecayError, match="share memory"):
+            decay.torch.Optimizer([weight, bad.requires_grad_(True)], rule)
+
+
+def test_numpy_layouts_read_only_and_matrix_give_torch_optims_numbers():
+    """Read-only arrays come back new (the original untouched); np.matrix and transposed
+    arrays are updated by index, as torch.optim updates the same values."""
+    start, grads = START[0, 0], GRADS[:, 0, 0]  # 4x5
+    want = _reference("adam", start, grads)
+    for kind in ("read-only", "matrix", "transposed"):
+        if kind == "read-only":
+            p = start.copy()
+            p.flags.writeable = False
+        elif kind == "matrix":
+            p = np.matrix(start.copy())
+        else:
+            p = start.T.copy(order="C").T
+        original = np.array(p, copy=True)
+        rule = RULES["adam"][0]()
+        state, out = rule.init(p), p
+        for g in grads:
+            out, state = rule.step(out, np.asarray(g), state)
+        assert_close(np.asarray(out), want, "float64", STEPS)
+        if kind == "read-only":
+            np.testing.assert_array_equal(p, original)
+        if kind == "matrix":
+            assert out is p  # written in place, still a matrix
+
+
+def _fresh(backend, values):
+    if backend == "numpy":
+        return values.copy()
+    if backend == "torch":
+        return torch.tensor(values)
+    import tensorflow as tf
+
+    return tf.Variable(values)
+
+
+def _read(x):
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "tensorflow"])
+@pytest.mark.parametrize("rule_name", ["momentum", "adamw"])
+def test_gradient_that_is_the_parameter_or_a_view_of_it(backend, rule_name):
+    """The gradient is read as the value it had before the step on every backend: the
+    numbers of a separate copy of it, stepped by torch.optim."""
+    if backend == "tensorflow":
+        pytest.importorskip("tensorflow")
+    start = START[0, 0, 0]
+    for kind in ("itself", "view"):
+        if backend == "tensorflow" and kind == "view":
+            continue  # a tf.Variable has no views
+        p = _fresh(backend, start)
+        want = _reference(rule_name, start, [start])
+        grad = p if kind == "itself" else (p[:] if backend == "numpy" else p.detach())
+        rule = RULES[rule_name][0]()
+        out, _ = rule.step(p, grad, rule.init(p))
+        assert_close(_read(out), want, "float64", 1)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "tensorflow"])
+def test_the_same_tensor_twice_is_refused_everywhere(backend):
+    if backend == "tensorflow":
+        pytest.importorskip("tensorflow")
+    p = _fresh(backend, np.ones(3))
+    rule = decay.sgd(0.1)
+    with pytest.raises(decay.DecayError, match=r"the same tensor more than once: \[\('a', 'b'\)\]"):
+        rule.init({"a": p, "b": p})
+    state = rule.init([p, _fresh(backend, np.ones(3))])
+    with pytest.raises(decay.DecayError, match="more than once"):
+        rule.step([p, p], [np.ones(3)] * 2 if backend == "numpy" else [p * 0 + 1] * 2, state)
+    np.testing.assert_array_equal(_read(p), np.ones(3))
+    if backend == "torch":
+        q = torch.ones(3, requires_grad=True)
+        for params in ([q, q], [{"params": [q]}, {"params": [q]}]):
+            with pytest.raises(decay.DecayError, match="more than once"):
+                decay.torch.Optimizer(params, rule)
+        for params in ({q}, [{"params": {q}}]):  # a set's order changes between runs
+            with pytest.raises(decay.DecayError, match="is a set"):
+                decay.torch.Optimizer(params, rule)
