@@ -11,6 +11,13 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# JAX reads this once, when it is first imported: float64 arrays are float64 only with
+# x64 on. Set for the whole run (not per test with jax.experimental.enable_x64) so that
+# float32 tests run on float32 arrays in the same mode, and jitted steps compiled by one
+# test are reused by the next. tests/backends/test_jax.py checks x64 off in a subprocess.
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+# Keep JAX on the CPU in the shared suite (a GPU build would otherwise take the device).
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np
 import pytest
@@ -107,7 +114,8 @@ def dtype(request):
 
 class Native:
     """Moves NumPy arrays onto a backend as the kind of tensor users optimize:
-    NumPy arrays, torch tensors, tf.Variables (or tf.Tensors with ``variable=False``)."""
+    NumPy arrays, torch tensors, tf.Variables (or tf.Tensors with ``variable=False``),
+    JAX arrays."""
 
     def __init__(self, backend):
         self.backend = backend
@@ -121,6 +129,10 @@ class Native:
             import torch
 
             return torch.tensor(array)
+        if self.name == "jax":
+            import jax.numpy as jnp
+
+            return jnp.asarray(array)
         import tensorflow as tf
 
         return tf.Variable(array) if variable else tf.constant(array)

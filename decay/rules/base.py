@@ -23,7 +23,7 @@ from ..engine import LOW_PRECISION, Hyper
 from ..errors import DecayError
 from ..masks import resolve_groups, resolve_mask
 from ..penalties import Penalty
-from ..tree import flatten, flatten_like, unflatten
+from ..tree import flatten, flatten_like, same_pytree, unflatten
 from ..validation import check_choice, check_flag, check_number_or_schedule
 from . import _decay
 from ._config import rule_to_config
@@ -39,22 +39,53 @@ class RuleState(NamedTuple):
     one, which is the step schedules are evaluated at); ``slots`` maps a slot name
     (``momentum_buffer``, ``exp_avg``, ...) to one tensor per parameter (None where
     that parameter has no such slot); ``skipped`` counts steps skipped for non-finite
-    gradients."""
+    gradients; ``names`` are the parameters' names in the slots' order (None in a state
+    built by hand), so that a state follows its parameters by name when a structure comes
+    back reordered (``jax.jit`` rebuilds dicts with sorted keys) or moves between
+    backends. With JAX, ``RuleState`` is a pytree whose ``names`` are static."""
 
     count: int
     slots: dict
     skipped: int = 0
+    names: tuple | None = None
 
 
 def _check_count(state) -> None:
-    if isinstance(state.count, bool) or not isinstance(state.count, (int, np.integer)) or state.count < 0:
+    count = state.count
+    if not isinstance(count, (int, np.integer)) and getattr(count, "shape", None) == ():
+        # A framework's 0-d integer: JAX's count after jax.jit (an int32 array), or a
+        # tracer inside it, whose value cannot be checked while tracing.
+        if np.dtype(count.dtype).kind not in "iu":
+            raise DecayError(f"`state.count` must be an integer >= 0. Received: {count!r}.")
+        if type(count).__module__.startswith("jax.") and "Tracer" in type(count).__name__:
+            return
+        count = int(count)
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
         raise DecayError(f"`state.count` must be an integer >= 0. Received: {state.count!r}.")
+
+
+def _aligned(state, names: tuple):
+    """``state`` with its slots in the order of ``names`` (the params' names)."""
+    if state.names is None or state.names == names or not isinstance(state.slots, dict):
+        return state
+    if sorted(state.names) != sorted(names):
+        raise DecayError(
+            f"`state` was made for parameters {list(state.names)} but the params passed are "
+            f"{list(names)}. Call init() with these params."
+        )
+    where = {name: i for i, name in enumerate(state.names)}
+    order = [where[n] for n in names]
+    slots = {slot: tuple(per_leaf[i] for i in order) if len(per_leaf) == len(order) else per_leaf
+             for slot, per_leaf in state.slots.items()}
+    return state._replace(slots=slots, names=names)
 
 
 def _same_leaves(params, flat, leaves) -> bool:
     """Whether ``params`` is the structure ``flat`` was made from, holding the very same
     tensor objects (identity, one C-level pass)."""
     kind = flat.kind
+    if kind == "pytree":
+        return same_pytree(params, flat, leaves)
     if kind == "single":
         return params is leaves[0]
     if kind == "dict":
@@ -246,8 +277,9 @@ class Rule:
                 else:
                     per_leaf.append(None)
             slots[slot] = tuple(per_leaf)
-        self._trust(flat, slots)
-        return RuleState(count=0, slots=slots, skipped=0)
+        if not backend.traced(flat.leaves):
+            self._trust(flat, slots)
+        return RuleState(count=0, slots=slots, skipped=0, names=flat.names)
 
     def step(self, params, grads, state: RuleState):
         """One update. Returns ``(params, state)``.
@@ -263,7 +295,13 @@ class Rule:
         g_leaves = flatten_like(grads, flat, "grads", "params")
         if layouts is None or backend.layouts(g_leaves) != layouts:
             self._check_grads(backend, flat, g_leaves)  # finds and names the mismatch
+        if isinstance(state, RuleState) and state.names is not None and state.names != flat.names:
+            state = _aligned(state, flat.names)
         self._check_state_cached(state, flat, backend)
+        if backend.traced(flat.leaves) or backend.traced(g_leaves) or backend.traced([state.count]):
+            # inside jax.jit: the state is a traced pytree
+            out, state = backend.traced_step(self, flat, g_leaves, state, group_of, decayed, parts)
+            return unflatten(flat, out), state
         t = int(state.count)
         skipped, out, columns = engine.step(
             self, backend, flat.leaves, g_leaves, state.slots, groups=self.hyper_sets(), group_of=group_of,
@@ -273,7 +311,7 @@ class Rule:
             return params, state._replace(skipped=state.skipped + 1)
         slots = {s: tuple(col) for s, col in columns.items()}
         self._trust(flat, slots)
-        return unflatten(flat, out), RuleState(t + 1, slots, state.skipped)
+        return unflatten(flat, out), RuleState(t + 1, slots, state.skipped, flat.names)
 
     # -- per-step checks, done once per structure ----------------------------------------
     # A training loop passes the same parameters and the state the last step returned,
@@ -295,7 +333,8 @@ class Rule:
         layout = self.resolve(flat.names, flat.leaves)
         dtypes = [backend.dtype_name(x) for x in flat.leaves]
         parts, _ = engine.partition(self, self.hyper_sets(), layout[0], layout[1], dtypes)
-        self._step_cache = (list(flat.leaves), flat, backend, layouts, layout, parts)
+        if not backend.traced(flat.leaves):  # a tracer must not outlive its trace
+            self._step_cache = (list(flat.leaves), flat, backend, layouts, layout, parts)
         return flat, backend, layouts, layout, parts
 
     def _trust(self, flat, slots: dict):
@@ -386,7 +425,10 @@ class Rule:
             for x in per_leaf:
                 arrays.append(None if x is None else backend_of_tensors([(slot, x)], "state").to_numpy(x))
             slots[slot] = arrays
-        return {"rule": self.name, "count": int(state.count), "skipped": int(state.skipped), "slots": slots}
+        out = {"rule": self.name, "count": int(state.count), "skipped": int(state.skipped), "slots": slots}
+        if state.names is not None:
+            out["names"] = list(state.names)
+        return out
 
     def load_state_dict(self, saved: dict, params) -> RuleState:
         """A state for ``params`` (on their backend, dtype and device) from
@@ -415,6 +457,15 @@ class Rule:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise DecayError(f"Saved state has an invalid `{key}`: {value!r}. It must be an integer >= 0.")
         flat, backend = self._prepare(params)
+        names = saved.get("names")
+        if isinstance(names, (list, tuple)) and list(names) != list(flat.names) and sorted(names) == sorted(flat.names):
+            # Saved in another order (a dict rebuilt by jax.jit, another backend): by name.
+            where = {name: i for i, name in enumerate(names)}
+            saved_slots = {
+                slot: [arrays[where[n]] for n in flat.names]
+                if isinstance(arrays, (list, tuple)) and len(arrays) == len(names) else arrays
+                for slot, arrays in saved_slots.items()
+            }
         checked = {}
         for slot, per_leaf in template.slots.items():
             arrays = saved_slots[slot]
@@ -439,7 +490,7 @@ class Rule:
             slot: tuple(None if like is None else backend.from_numpy(array, like) for like, array in pairs)
             for slot, pairs in checked.items()
         }
-        return RuleState(int(count), slots, int(skipped))
+        return RuleState(int(count), slots, int(skipped), flat.names)
 
     # -- saving and loading the rule itself ----------------------------------------------
     def get_config(self) -> dict:
