@@ -51,7 +51,7 @@ def _with_flags(message: str, flags: dict) -> str:
 # -- compare ---------------------------------------------------------------------------------------
 def _add_training_options(p, defaults: compare.Config):
     p.add_argument("--backends", nargs="+", metavar="NAME",
-                   help="backends to run: numpy, torch, tensorflow (aliases np, pytorch, tf); "
+                   help="backends to run: numpy, torch, tensorflow, jax (aliases np, pytorch, tf, jnp); "
                         "default: every installed one")
     p.add_argument("--model", choices=compare.MODELS, default=defaults.model,
                    help=f"model to train (default: {defaults.model})")

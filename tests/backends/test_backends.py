@@ -16,7 +16,7 @@ from conftest import needs_backends
 def test_import_decay_loads_no_framework():
     code = (
         "import sys, decay, decay.schedules, decay.tolerances;"
-        "print(' '.join(m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules))"
+        "print(' '.join(m for m in ('torch', 'tensorflow', 'keras', 'jax', 'optax', 'decay.optax') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import decay loaded: {out.stdout.strip()}"
