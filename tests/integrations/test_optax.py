@@ -165,3 +165,16 @@ def test_from_native_explains_opaque_optax():
         decay.from_native(optax.adamw(1e-3))
     with pytest.raises(decay.DecayError, match="schedule"):
         decay.from_native(optax.inject_hyperparams(optax.adam)(learning_rate=optax.cosine_decay_schedule(0.1, 10)))
+
+
+def test_optax_settings_read_as_optax_means_them():
+    # `decay convert --from optax`: optax.adamw's defaults (weight_decay 1e-4, eps 1e-8)
+    import optax
+
+    from decay.convert import rule_from_settings
+
+    rule = rule_from_settings("optax", "adamw", lr=1e-2)
+    theirs, _ = run_optax(optax.adamw(1e-2))
+    check(run_numpy(rule), theirs)
+    with pytest.raises(decay.DecayError, match="no dampening"):
+        rule_from_settings("optax", "sgd", lr=0.1, momentum=0.9, dampening=0.1)
