@@ -17,10 +17,10 @@ Not exact: dampening (optax's ``trace`` has none), ``amsgrad`` (optax takes the 
 the bias-corrected ν̂, PyTorch and decay of the raw v), ``epsilon_hat``, L1 penalties,
 groups, decay schedules other than optax's, ``on_nonfinite``.
 
-optax evaluates its schedules in float32 even with ``jax_enable_x64`` (its counts are
-int32 and its schedule arithmetic float32), so under an lr schedule lr_t carries a
-float32 rounding: |Δlr_t| ≤ 2⁻²³·lr_t (a few ulp with the cosine), i.e. a relative error
-of ~1e-7 per step in the update and at most n·1.2e-7 after n steps.
+optax may evaluate its schedules in float32 even with ``jax_enable_x64`` (its counts are
+int32), so under an lr schedule lr_t carries up to one float32 rounding:
+|Δlr_t| ≤ 2⁻²³·lr_t, a relative error ≤ 1.2e-7 per step in the update and at most
+n·1.2e-7 after n steps (``OPTAX_SCHEDULE_NOTE`` gives the measured values).
 Nothing here imports optax or JAX at import time.
 """
 
@@ -38,9 +38,10 @@ from ._common import common_issues, lr_scaled, mask_source, weight_decay
 from ._schedules import kind, plain_callable_issue
 
 OPTAX_SCHEDULE_NOTE = (
-    "optax computes lr schedules in float32 even with jax_enable_x64: lr_t is rounded to "
-    "float32 (relative error <= 1.2e-7 per step, measured below 1e-7 relative in the weights "
-    "after 100 steps)"
+    "optax may evaluate lr schedules in float32 even with jax_enable_x64 (its counts are "
+    "int32; warmup_cosine_decay_schedule does): lr_t then carries one float32 rounding, "
+    "relative <= 2^-23 per step, so the weights agree to n*1.2e-7 relative after n steps "
+    "(measured after 100 steps: 1.7e-9 with warmup + cosine AdamW, 1e-16 with cosine SGD)"
 )
 
 
