@@ -33,7 +33,7 @@ def close(ours, theirs, steps=4):
 model, ours = train(regularizer=decay.keras.Regularizer(decay.L2(0.03125)))
 _, theirs = train(regularizer=keras.regularizers.L2(0.03125))
 close(ours, theirs)
-penalty = float(np.asarray(model.losses[0]))
+penalty = float(keras.ops.convert_to_numpy(model.losses[0]))
 assert abs(penalty - 0.03125 * np.sum(ours[0].astype(np.float64) ** 2)) <= 1e-6 * penalty, penalty
 
 rule = decay.sgd(0.1, momentum=0.9, weight_decay=0.01, decoupled=True, mask=decay.masks.exclude_names("bias"))
