@@ -37,16 +37,30 @@ def _coefficient_dtype():
     return np.float64 if _x64() else np.float32
 
 
+# Rule attributes the step's structure already covers (the Hyper records and the parts
+# are made from them) or that are caches.
+_COVERED = frozenset({"_kwargs", "defaults", "groups", "mask", "regularizer", "_layout_cache",
+                      "_step_cache", "_trusted_slots", "_xla_steps"})
+
+
+def _plain(value) -> bool:
+    if isinstance(value, tuple):
+        return all(map(_plain, value))
+    return isinstance(value, (bool, int, float, str, type(None)))
+
+
 def _rule_signature(rule):
     """What a rule's definition may read besides its Hyper record: its plain attributes
     (flags such as ``amsgrad``, choices such as ``decay_scaled_by``). Two rules of one
-    class with equal signatures and equal structures trace the same step."""
+    class with equal signatures and equal structures trace the same step. Any other
+    attribute (an object a rule's math might read) is keyed by identity: no sharing, and
+    no step traced for another rule's object."""
     items = []
     for key, value in sorted(vars(rule).items()):
-        if isinstance(value, (bool, int, float, str, type(None))):
+        if _plain(value):
             items.append((key, value))
-        elif isinstance(value, tuple) and all(isinstance(v, (bool, int, float, str)) for v in value):
-            items.append((key, value))
+        elif key not in _COVERED:
+            items.append((key, id(value)))
     return (type(rule), tuple(items))
 
 
