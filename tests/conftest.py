@@ -18,6 +18,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 # Keep JAX on the CPU in the shared suite (a GPU build would otherwise take the device).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Compilation is most of a JAX test's time, and many tests compile the same program
+# (the same step on the same shapes, by another rule object or another jit): JAX's
+# persistent cache, in a directory of this run, compiles each program once (about a third
+# less CPU time on the JAX tests, measured). Cached executables are the compiled ones:
+# the numbers cannot change.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="decay-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import numpy as np
 import pytest
