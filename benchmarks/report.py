@@ -96,9 +96,18 @@ def torch_cuda(d) -> str:
     return markdown(["layout", "case", "torch fastest ms", "decay ms", "ratio", "decay.torch ms", "ratio"], rows)
 
 
+def jax_cpu(d) -> str:
+    rows = []
+    for c in d["cases"]:
+        t = c["median_s"]
+        rows.append((c["layout"], c["case"], ms(t["optax"]), ms(t["decay"]), f"{c['ratio_vs_optax']:.2f}",
+                     ms(t["decay.optax"]), f"{c['ratio_transformation_vs_optax']:.2f}"))
+    return markdown(["layout", "case", "optax (jit) ms", "decay ms", "ratio", "decay.optax (jit) ms", "ratio"], rows)
+
+
 SECTIONS = [
     ("torch-cpu", torch_cpu), ("tensorflow", tensorflow), ("numpy", numpy), ("penalty", penalty),
-    ("cuda", cuda_same_numbers), ("cuda", cuda), ("torch-cuda", torch_cuda),
+    ("cuda", cuda_same_numbers), ("cuda", cuda), ("torch-cuda", torch_cuda), ("jax", jax_cpu),
 ]
 
 

@@ -1,4 +1,4 @@
-"""decay: weight decay defined once, run natively on NumPy, PyTorch and TensorFlow.
+"""decay: weight decay defined once, run natively on NumPy, PyTorch, TensorFlow and JAX.
 
 ``import decay`` loads NumPy only; a framework is imported when its backend is first
 used (by name, or because its tensors are passed in).
@@ -15,11 +15,12 @@ from .rules import lamb, lion, muon
 __version__ = "0.1.0"
 
 # Loaded when first touched: the integrations import a framework (decay.torch,
-# decay.keras), and decay.models belongs to the command-line program (decay.app), which
+# decay.keras, decay.optax), and decay.models belongs to the command-line program (decay.app), which
 # the library itself never needs.
 _LAZY = {
     "torch": "decay.integrations.torch",
     "keras": "decay.integrations.keras",
+    "optax": "decay.optax",
     "models": "decay.app.models",
 }
 

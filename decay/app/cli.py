@@ -51,8 +51,8 @@ def _with_flags(message: str, flags: dict) -> str:
 # -- compare ---------------------------------------------------------------------------------------
 def _add_training_options(p, defaults: compare.Config):
     p.add_argument("--backends", nargs="+", metavar="NAME",
-                   help="backends to run: numpy, torch, tensorflow (aliases np, pytorch, tf); "
-                        "default: every installed one")
+                   help="backends to run: numpy, torch, tensorflow, jax (aliases np, pytorch, tf, jnp); "
+                        "default: every installed one but jax (its model steps run op by op, ~100 ms each)")
     p.add_argument("--model", choices=compare.MODELS, default=defaults.model,
                    help=f"model to train (default: {defaults.model})")
     p.add_argument("--dataset", choices=datasets.NAMES, default=defaults.dataset,
@@ -218,9 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="the same optimizer settings in another framework, exact or not",
                        description="Print the target framework's code for the same update, and whether it "
                                    "is exact (with the reason when it is not).")
-    p.add_argument("--from", dest="source", choices=("torch", "keras", "decay"), required=True,
+    p.add_argument("--from", dest="source", choices=("torch", "keras", "optax", "decay"), required=True,
                    help="whose conventions the settings below follow")
-    p.add_argument("--to", dest="target", choices=("torch", "keras"), required=True, help="target framework")
+    p.add_argument("--to", dest="target", choices=("torch", "keras", "optax"), required=True, help="target framework")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "lion", "lamb", "muon"), required=True)
     p.add_argument("--lr", type=float, required=True, help="learning rate")
     p.add_argument("--momentum", type=float, default=0.0)
@@ -250,6 +250,9 @@ def replace_defaults(config: compare.Config, **changes) -> compare.Config:
 
 
 def main(argv=None) -> int:
+    # The commands compare float64 numbers; JAX arrays are float64 only with x64 on, which
+    # JAX reads when it is first imported (a user's own setting wins).
+    os.environ.setdefault("JAX_ENABLE_X64", "1")
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):

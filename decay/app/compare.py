@@ -238,6 +238,9 @@ class _NativeOptimizer:
         self.conversion = conversion
 
     def init(self, params):
+        if self.conversion.framework == "optax":
+            tx = self.conversion.build()
+            return tx, tx.init(params)
         if self.conversion.framework == "torch":
             built = self.conversion.build(list(params.values()))
         else:
@@ -252,6 +255,12 @@ class _NativeOptimizer:
             # is an L2 kernel regularizer). It is trained on but not reported, so the
             # row's losses stay comparable with the decay rows'.
             grads = {k: grads[k] + g for k, g in penalty.grad(params).items()}
+        if self.conversion.framework == "optax":  # functional: new params and state
+            import optax
+
+            tx, opt_state = state
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), (tx, opt_state)
         if self.conversion.framework == "torch":
             for param, grad in zip(params.values(), grads.values()):
                 param.grad = grad
@@ -266,7 +275,8 @@ class _NativeOptimizer:
 # -- the job ----------------------------------------------------------------------------------------
 def run(config: Config, progress: bool = True) -> Result:
     validate(config)
-    names = config.backends or available_backends()
+    # JAX only when named: the models' steps run op by op there (not jitted), ~100x NumPy's.
+    names = config.backends or [n for n in available_backends() if n != "jax"]
     backends = []
     for name in names:
         backend = get_backend(name)  # unknown or not installed: a DecayError naming the extra
@@ -349,7 +359,7 @@ def _replay(model, params0, rule, penalty, data, config, backends) -> float:
 def _native_conversions(rule, backends):
     """(backend, conversion, label) for each framework's own optimizer that is installed."""
     out = []
-    for framework, backend in (("torch", "torch"), ("keras", "tensorflow")):
+    for framework, backend in (("torch", "torch"), ("keras", "tensorflow"), ("optax", "jax")):
         if backend in backends:
             conversion = to_native(rule, framework, strict=False)
             # The label is the first constructor the code calls (an lr scheduler may follow).

@@ -4,7 +4,7 @@ and log-sum-exps of the losses, picking rows and labels, and the gradient.
 
 decay's backends hold what the update rules need and nothing else; a model's forward
 pass and loss need these too. With them :mod:`decay.app.models` writes each model
-once and runs it on NumPy, PyTorch and TensorFlow. Each framework's table is built
+once and runs it on NumPy, PyTorch, TensorFlow and JAX. Each framework's table is built
 on first use, so naming one imports nothing else.
 """
 
@@ -102,4 +102,28 @@ def _tensorflow():
     )
 
 
-_TABLES = {"numpy": _numpy, "torch": _torch, "tensorflow": _tensorflow}
+def _jax():
+    import jax
+    import jax.numpy as jnp
+
+    def value_and_grad(loss_fn, params):
+        loss, grads = jax.value_and_grad(loss_fn)(dict(params))
+        return loss, dict(grads)
+
+    return dict(
+        tanh=jnp.tanh,
+        relu=jax.nn.relu,
+        exp=jnp.exp,
+        square=jnp.square,
+        mean=jnp.mean,
+        softplus=lambda z: jnp.logaddexp(0, z),
+        logsumexp=lambda z: jax.nn.logsumexp(z, axis=1, keepdims=True),
+        pick=lambda z, labels: jnp.take_along_axis(z, jnp.asarray(labels)[:, None], axis=1)[:, 0],
+        take=lambda x, rows: x[jnp.asarray(rows)],
+        constant=lambda array, like: jnp.asarray(array),
+        trainable=lambda x: jnp.array(x, copy=True),  # immutable: jax.grad differentiates any array
+        value_and_grad=value_and_grad,
+    )
+
+
+_TABLES = {"numpy": _numpy, "torch": _torch, "tensorflow": _tensorflow, "jax": _jax}

@@ -1,7 +1,7 @@
 """Backend lookup: by name, or from a native tensor without importing other frameworks.
 
 Each adapter lives in its own module (``numpy_backend``, ``torch_backend``,
-``tensorflow_backend``) that imports its framework at module level; this registry
+``tensorflow_backend``, ``jax_backend``) that imports its framework at module level; this registry
 imports an adapter module only when that backend is asked for by name, or when a
 tensor of its framework is seen (so the framework is already in ``sys.modules``).
 """
@@ -21,11 +21,16 @@ _REGISTRY = {
     "numpy": ("decay.backends.numpy_backend", "NumpyBackend", "numpy", None),
     "torch": ("decay.backends.torch_backend", "TorchBackend", "torch", "torch"),
     "tensorflow": ("decay.backends.tensorflow_backend", "TensorflowBackend", "tensorflow", "tensorflow"),
+    "jax": ("decay.backends.jax_backend", "JaxBackend", "jax", "jax"),
 }
-_ALIASES = {"np": "numpy", "pytorch": "torch", "tf": "tensorflow"}
+_ALIASES = {"np": "numpy", "pytorch": "torch", "tf": "tensorflow", "jnp": "jax"}
 # Root module of a tensor's type -> backend name. Keras 3 variables on the TensorFlow
 # backend behave as TensorFlow tensors.
-_TYPE_ROOTS = {"numpy": "numpy", "torch": "torch", "tensorflow": "tensorflow", "keras": "tensorflow"}
+# JAX arrays are jaxlib's (``jaxlib._jax.ArrayImpl``), its tracers jax's.
+_TYPE_ROOTS = {
+    "numpy": "numpy", "torch": "torch", "tensorflow": "tensorflow", "keras": "tensorflow",
+    "jax": "jax", "jaxlib": "jax",
+}
 
 _lock = threading.RLock()
 _instances: dict[str, Backend] = {}
@@ -105,9 +110,9 @@ def backend_name_of(x) -> str | None:
 
 
 def get_backend(name_or_tensor) -> Backend:
-    """The backend adapter for a name ("numpy", "torch", "tensorflow", or the aliases
-    "np", "pytorch", "tf") or for a native tensor (NumPy array, torch tensor,
-    tf.Tensor, tf.Variable). Detection from a tensor never imports a framework that
+    """The backend adapter for a name ("numpy", "torch", "tensorflow", "jax", or the
+    aliases "np", "pytorch", "tf", "jnp") or for a native tensor (NumPy array, torch
+    tensor, tf.Tensor, tf.Variable, jax.Array). Detection from a tensor never imports a framework that
     is not already loaded."""
     if isinstance(name_or_tensor, str):
         return _load(_canonical(name_or_tensor))
@@ -117,8 +122,8 @@ def get_backend(name_or_tensor) -> Backend:
     if name is None:
         raise DecayError(
             f"Cannot find a backend for an object of type {type(name_or_tensor).__module__}."
-            f"{type(name_or_tensor).__qualname__}. Pass a NumPy array, a torch tensor or a "
-            "TensorFlow tensor/variable, or a backend name: "
+            f"{type(name_or_tensor).__qualname__}. Pass a NumPy array, a torch tensor, a "
+            "TensorFlow tensor/variable or a JAX array, or a backend name: "
             + ", ".join(repr(n) for n in _REGISTRY)
             + "."
         )
@@ -139,8 +144,8 @@ def backend_of_tensors(tensors, what: str = "params") -> Backend:
         if name is None:
             raise DecayError(
                 f"`{what}` entry {index!r} is a {type(tensor).__module__}.{type(tensor).__qualname__}, "
-                "not a tensor of a known backend. Pass NumPy arrays, torch tensors or "
-                "TensorFlow tensors/variables."
+                "not a tensor of a known backend. Pass NumPy arrays, torch tensors, "
+                "TensorFlow tensors/variables or JAX arrays."
             )
         if found is None:
             found, first_index = name, index

@@ -148,6 +148,17 @@ class Backend(Ops):
         planned by :meth:`fused_ready`."""
         raise NotImplementedError
 
+    def traced(self, xs) -> bool:
+        """Whether ``xs`` are being traced by the framework's own compiler (JAX's tracers
+        inside ``jax.jit``): ``Rule.step`` then runs :meth:`traced_step` instead of the
+        eager engine, whose numbers need a concrete step count."""
+        return False
+
+    def traced_step(self, rule, flat, grads, state, group_of, decayed, parts):
+        """``rule.step`` on traced tensors: (new leaves, new state). Only backends whose
+        :meth:`traced` can be True implement it."""
+        raise NotImplementedError
+
     def run_compiled(self, owner, structure, traced, params, grads, columns, values) -> bool:
         """Run ``traced(param values, grads, slot columns, coefficients)`` compiled and
         write its results into ``params`` and the slots, returning True; or return

@@ -73,6 +73,7 @@ from ..penalties import Penalty
 from ..rules.base import Rule
 from . import keras as _keras
 from . import modern as _modern
+from . import optax as _optax
 from . import torch as _torch
 from ._codegen import Conversion
 from ._common import type_id, unsupported
@@ -85,13 +86,14 @@ from .keras import KERAS_ADAM_NOTE, KERAS_SGD_NOTE  # noqa: F401
 
 __all__ = ["Conversion", "FRAMEWORKS", "from_native", "rule_from_settings", "to_native"]
 
-FRAMEWORKS = ("torch", "keras")
+FRAMEWORKS = ("torch", "keras", "optax")
 
 
 def to_native(obj, framework: str, *, strict: bool = True) -> Conversion:
-    """The PyTorch or Keras equivalent of a decay rule, penalty or lr schedule.
+    """The PyTorch, Keras or optax equivalent of a decay rule, penalty or lr schedule.
 
-    ``framework`` is "torch" or "keras". With ``strict=True`` (the default) a conversion
+    ``framework`` is "torch", "keras" or "optax" (rules and schedules; see
+    :mod:`decay.convert.optax`). With ``strict=True`` (the default) a conversion
     that is not exact raises :class:`~decay.DecayError` saying why and what the closest
     one is; ``strict=False`` returns that closest one with ``exact=False`` and
     ``reason``. See the module docstring for which conversions are exact.
@@ -99,7 +101,16 @@ def to_native(obj, framework: str, *, strict: bool = True) -> Conversion:
     if framework not in FRAMEWORKS:
         raise DecayError(f"`framework` must be one of {list(FRAMEWORKS)}. Received: framework={framework!r}.")
     torch = framework == "torch"
-    if isinstance(obj, Rule):
+    if framework == "optax" and isinstance(obj, Rule):
+        conversion = _optax.rule_to_optax(obj)
+    elif framework == "optax" and isinstance(obj, schedules.Schedule):
+        conversion = _optax.schedule_to_optax(obj)
+    elif framework == "optax" and isinstance(obj, Penalty):
+        raise DecayError(
+            f"optax has no penalty objects: add {obj!r} to the loss (decay.regularized_loss works "
+            "on JAX arrays), or, for an L2, optax.add_decayed_weights(2·lam) before the optimizer."
+        )
+    elif isinstance(obj, Rule):
         if obj.regularizer is not None:
             check_convertible(obj.regularizer)  # else torch would drop what it cannot fold in
         conversion = _torch.rule_to_torch(obj) if torch else _keras.rule_to_keras(obj)
@@ -138,11 +149,16 @@ def from_native(obj, *, scheduler=None):
       back as the shortest decimal that rounds to it (0.1, not 0.10000000149).
     - ``keras.regularizers.L1``/``L2``/``L1L2`` → ``decay.L1``/``L2``/``ElasticNet``.
     - A torch scheduler or Keras schedule alone → the decay schedule.
+    - ``optax.inject_hyperparams(optax.sgd | adam | adamw)(...)`` with numbers → the
+      decay rule (any other optax transformation is opaque: an error says why).
 
     Anything else, and settings decay cannot express exactly (``maximize``, gradient
     clipping, EMA, ``CosineAnnealingLR`` past T_max, ...), raise :class:`~decay.DecayError`.
     The rule starts at step 0 whatever the optimizer's own step count.
     """
+    module, name = type_id(obj)
+    if module.startswith("optax.") and name.startswith("GradientTransformation"):
+        return _optax.from_optax(obj)  # a NamedTuple (init, update): before the pair below
     if isinstance(obj, tuple) and len(obj) == 2 and scheduler is None:
         obj, scheduler = obj
     module, name = type_id(obj)

@@ -16,7 +16,8 @@ SUPPORTED_NATIVE = (
     "keras.optimizers.SGD, Adam, AdamW (learning_rate a float or one of "
     "keras.optimizers.schedules.ExponentialDecay, PiecewiseConstantDecay, CosineDecay, "
     "CosineDecayRestarts, InverseTimeDecay, PolynomialDecay), "
-    "keras.regularizers.L1, L2, L1L2, and the loss penalties built by decay.convert"
+    "keras.regularizers.L1, L2, L1L2, the loss penalties built by decay.convert, and "
+    "optax.inject_hyperparams(optax.sgd | optax.adam | optax.adamw)(...) with numbers"
 )
 
 
@@ -25,7 +26,7 @@ SUPPORTED_NATIVE = (
 
 def common_issues(rule, issues, framework):
     """What neither framework's optimizer has: groups, a non-finite policy, a decay schedule."""
-    fw = "PyTorch" if framework == "torch" else "Keras"
+    fw = {"torch": "PyTorch", "keras": "Keras", "optax": "optax"}[framework]
     if rule.groups:
         issues.append(
             f"the rule has {len(rule.groups)} hyperparameter group(s) (groups=); the "

@@ -12,6 +12,7 @@ from ..rules.sgd import sgd
 _SETTING_DEFAULTS = {
     ("torch", "adamw"): {"weight_decay": 1e-2},
     ("keras", "adamw"): {"weight_decay": 0.004},
+    ("optax", "adamw"): {"weight_decay": 1e-4},
 }
 
 
@@ -22,10 +23,12 @@ def rule_from_settings(framework, optimizer, *, lr, momentum=0.0, dampening=0.0,
     weight_decay=5e-4)`` — built from the conventions, so neither framework is needed.
 
     PyTorch's ``weight_decay`` is coupled (AdamW's decoupled); every Keras optimizer's is
-    decoupled and scaled by lr, and Keras's Adam puts ε outside the bias correction."""
-    if framework not in ("torch", "keras", "decay"):
-        raise DecayError(f"`framework` must be 'torch', 'keras' or 'decay'. Received: {framework!r}.")
-    if optimizer in ("lion", "lamb", "muon"):  # the modern rules (issue 16)
+    decoupled and scaled by lr, and Keras's Adam puts ε outside the bias correction.
+    optax's are PyTorch's: ``add_decayed_weights`` before ``sgd``/``adam`` (coupled),
+    ``adamw``'s decoupled and lr-scaled (its default 1e-4)."""
+    if framework not in ("torch", "keras", "optax", "decay"):
+        raise DecayError(f"`framework` must be 'torch', 'keras', 'optax' or 'decay'. Received: {framework!r}.")
+    if optimizer in ("lion", "lamb", "muon"):  # the modern rules
         return _modern_from_settings(framework, optimizer, lr, momentum, nesterov, weight_decay, betas, eps)
     if optimizer not in ("sgd", "adam", "adamw"):
         raise DecayError(f"`optimizer` must be 'sgd', 'adam' or 'adamw'. Received: {optimizer!r}.")
@@ -34,8 +37,9 @@ def rule_from_settings(framework, optimizer, *, lr, momentum=0.0, dampening=0.0,
             "weight_decay", 1e-2 if optimizer == "adamw" else 0.0
         )
     if optimizer == "sgd":
-        if framework == "keras" and dampening:
-            raise DecayError(f"Keras's SGD has no dampening. Received: dampening={dampening!r}.")
+        if framework in ("keras", "optax") and dampening:
+            name = "Keras's SGD" if framework == "keras" else "optax's sgd (trace)"
+            raise DecayError(f"{name} has no dampening. Received: dampening={dampening!r}.")
         return sgd(lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                    weight_decay=weight_decay, decoupled=framework == "keras")
     if momentum or dampening or nesterov:
@@ -66,5 +70,5 @@ def _modern_from_settings(framework, optimizer, lr, momentum, nesterov, weight_d
     if optimizer == "lamb":
         convention = "keras" if framework == "keras" else "optax"
         return lamb(lr, tuple(betas) if betas else (0.9, 0.999), eps, weight_decay or 0.0, convention=convention)
-    convention = "keras" if framework == "keras" else "torch"
+    convention = framework if framework in ("keras", "optax") else "torch"
     return muon(lr, momentum or 0.95, weight_decay, eps=eps, convention=convention)

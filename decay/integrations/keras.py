@@ -2,7 +2,9 @@
 
 Both work with ``model.compile``/``model.fit``, custom ``tf.GradientTape`` loops, and
 ``model.save``/``keras.models.load_model`` (registered as ``decay>Optimizer`` and
-``decay>Regularizer``). Keras's TensorFlow backend is required.
+``decay>Regularizer``). They run on Keras's TensorFlow backend and, in ``compile``/``fit``,
+on its JAX and torch backends (``decay/integrations/_keras_functional.py``; there
+``on_nonfinite`` must be "apply"). TensorFlow must be installed in every case.
 
 The optimizer does no math of its own: each step runs :mod:`decay.engine`, as
 ``Rule.step`` does — the rule's numbers for the step (:meth:`decay.rules.Rule.coefficients`,
@@ -114,6 +116,7 @@ from ..penalties import Penalty, penalty_from_config
 from ..rules import Rule
 from ..rules import from_config as rule_from_config
 from ..rules._reference import checked_arrays, reference_slots
+from . import _keras_functional as _functional
 
 #: The config entry that stands for a rule that could not be saved (see get_config).
 _UNSAVED = "unsaved_rule"
@@ -188,7 +191,8 @@ class Optimizer(keras.optimizers.Optimizer):
     """
 
     def __init__(self, rule, name=None, **keras_kwargs):
-        _require_tensorflow_backend("decay.keras.Optimizer")
+        if keras.backend.backend() not in _functional.SUPPORTED:
+            _require_tensorflow_backend("decay.keras.Optimizer")
         if not isinstance(rule, Rule):
             raise DecayError(
                 "`rule` must be a decay update rule such as decay.sgd(...), decay.adam(...) or "
@@ -210,6 +214,9 @@ class Optimizer(keras.optimizers.Optimizer):
         super().__init__(learning_rate=self._current_lr, weight_decay=None, name=name, **keras_kwargs)
         self._rule = rule
         self._tf_backend = get_backend("tensorflow")
+        self._keras_backend = keras.backend.backend()
+        if self._keras_backend != "tensorflow":  # JAX, torch: decay/integrations/_keras_functional.py
+            _functional.check(rule, self._keras_backend)
 
     @property
     def rule(self) -> Rule:
@@ -218,6 +225,8 @@ class Optimizer(keras.optimizers.Optimizer):
     # -- learning rate ------------------------------------------------------------------
     def _current_lr(self):
         """The rule's lr for its default group at the current step, float64."""
+        if getattr(self, "_keras_backend", "tensorflow") != "tensorflow":
+            return _functional.current_lr(self)
         rule = self._rule
 
         def lr_at(t):
@@ -375,6 +384,9 @@ class Optimizer(keras.optimizers.Optimizer):
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         # `learning_rate` (Keras's) is not used: the rule computes its own coefficients.
+        if self._keras_backend != "tensorflow":
+            _functional.update_step(self, grads, trainable_variables)
+            return
         indices = [self._get_variable_index(v) for v in trainable_variables]
         names = [self._names[i] for i in indices]
         grads = [

@@ -23,7 +23,7 @@ from ..engine import LOW_PRECISION, Hyper
 from ..errors import DecayError
 from ..masks import resolve_groups, resolve_mask
 from ..penalties import Penalty
-from ..tree import flatten, flatten_like, saved_by_name, state_by_name, unflatten
+from ..tree import flatten, flatten_like, same_pytree, saved_by_name, state_by_name, unflatten
 from ..validation import (check_choice, check_flag, check_number_or_schedule, check_slot_fits, check_updatable,
                           dense_grads)
 from . import _decay
@@ -41,7 +41,10 @@ class RuleState(NamedTuple):
     one, which is the step schedules are evaluated at); ``slots`` maps a slot name
     (``momentum_buffer``, ``exp_avg``, ...) to one tensor per parameter (None where
     that parameter has no such slot); ``skipped`` counts steps skipped for non-finite
-    gradients."""
+    gradients; ``names`` are the parameters' names in the slots' order (None in a state
+    built by hand), so that a state follows its parameters by name when a structure comes
+    back reordered (``jax.jit`` rebuilds dicts with sorted keys) or moves between
+    backends. With JAX, ``RuleState`` is a pytree whose ``names`` are static."""
 
     count: int
     slots: dict
@@ -53,7 +56,16 @@ class RuleState(NamedTuple):
 
 
 def _check_count(state) -> None:
-    if isinstance(state.count, bool) or not isinstance(state.count, (int, np.integer)) or state.count < 0:
+    count = state.count
+    if not isinstance(count, (int, np.integer)) and getattr(count, "shape", None) == ():
+        # A framework's 0-d integer: JAX's count after jax.jit (an int32 array), or a
+        # tracer inside it, whose value cannot be checked while tracing.
+        if np.dtype(count.dtype).kind not in "iu":
+            raise DecayError(f"`state.count` must be an integer >= 0. Received: {count!r}.")
+        if type(count).__module__.startswith("jax.") and "Tracer" in type(count).__name__:
+            return
+        count = int(count)
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
         raise DecayError(f"`state.count` must be an integer >= 0. Received: {state.count!r}.")
 
 
@@ -65,10 +77,18 @@ def _check_made_by(rule, state) -> None:
         )
 
 
+def _names_of(flat):
+    """The names a state records: a dict's keys or a pytree's paths (matched by name when
+    the caller, or jax.jit, lists them in another order); None for lists and tuples."""
+    return flat.names if flat.kind in ("dict", "pytree") else None
+
+
 def _same_leaves(params, flat, leaves) -> bool:
     """Whether ``params`` is the structure ``flat`` was made from, holding the very same
     tensor objects (identity, one C-level pass)."""
     kind = flat.kind
+    if kind == "pytree":
+        return same_pytree(params, flat, leaves)
     if kind == "single":
         return params is leaves[0]
     if kind == "dict":  # the same names and tensors, possibly listed in another order
@@ -284,9 +304,9 @@ class Rule:
         if self.decay_toward is not None:
             slots[engine.REFERENCE_SLOT] = tuple(reference_slots(
                 self.decay_toward, backend, flat.names, flat.leaves, slots[engine.REFERENCE_SLOT]))
-        self._trust(flat, slots)
-        names = flat.names if flat.kind == "dict" else None
-        return RuleState(count=0, slots=slots, skipped=0, names=names, rule=self.name)
+        if not backend.traced(flat.leaves):
+            self._trust(flat, slots)
+        return RuleState(count=0, slots=slots, skipped=0, names=_names_of(flat), rule=self.name)
 
     def step(self, params, grads, state: RuleState):
         """One update. Returns ``(params, state)``.
@@ -305,6 +325,10 @@ class Rule:
             self._check_grads(backend, flat, g_leaves)  # finds and names the mismatch
         state = state_by_name(state, flat)
         self._check_state_cached(state, flat, backend)
+        if backend.traced(flat.leaves) or backend.traced(g_leaves) or backend.traced([state.count]):
+            # inside jax.jit: the state is a traced pytree
+            out, state = backend.traced_step(self, flat, g_leaves, state, group_of, decayed, parts)
+            return unflatten(flat, out), state
         t = int(state.count)
         skipped, out, columns = engine.step(
             self, backend, flat.leaves, g_leaves, state.slots, groups=self.hyper_sets(), group_of=group_of,
@@ -336,7 +360,8 @@ class Rule:
         layout = self.resolve(flat.names, flat.leaves)
         dtypes = [backend.dtype_name(x) for x in flat.leaves]
         parts, _ = engine.partition(self, self.hyper_sets(), layout[0], layout[1], dtypes)
-        self._step_cache = (list(flat.leaves), flat, backend, layouts, layout, parts)
+        if not backend.traced(flat.leaves):  # a tracer must not outlive its trace
+            self._step_cache = (list(flat.leaves), flat, backend, layouts, layout, parts)
         return flat, backend, layouts, layout, parts
 
     def _trust(self, flat, slots: dict):
@@ -505,7 +530,7 @@ class Rule:
             slot: tuple(None if like is None else backend.from_numpy(array, like) for like, array in pairs)
             for slot, pairs in checked.items()
         }
-        return RuleState(int(count), slots, int(skipped), flat.names if flat.kind == "dict" else None, self.name)
+        return RuleState(int(count), slots, int(skipped), _names_of(flat), self.name)
 
     # -- saving and loading the rule itself ----------------------------------------------
     def get_config(self) -> dict:

@@ -87,7 +87,7 @@ def test_compare_says_so_and_exits_1_when_backends_disagree():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["compare", "--backends", "jax"], "Unknown backend 'jax'"),
+        (["compare", "--backends", "mxnet"], "Unknown backend 'mxnet'"),
         (["compare", "--weight-decay", "-0.1"], "--weight-decay must be a finite number >= 0"),
         (["compare", "--steps", "0"], "--steps must be >= 1"),
         (["compare", "--optimizer", "rmsprop"], "invalid choice"),

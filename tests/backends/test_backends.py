@@ -16,7 +16,7 @@ from conftest import needs_backends
 def test_import_decay_loads_no_framework():
     code = (
         "import sys, decay, decay.schedules, decay.tolerances;"
-        "print(' '.join(m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules))"
+        "print(' '.join(m for m in ('torch', 'tensorflow', 'keras', 'jax', 'optax', 'decay.optax') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import decay loaded: {out.stdout.strip()}"
@@ -26,7 +26,7 @@ def test_detection_does_not_import_frameworks():
     code = (
         "import sys, numpy as np, decay;"
         "decay.get_backend(np.zeros(2));"
-        "print(' '.join(m for m in ('torch', 'tensorflow') if m in sys.modules))"
+        "print(' '.join(m for m in ('torch', 'tensorflow', 'jax') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
@@ -40,6 +40,7 @@ ALIASES = {
     "numpy": ["numpy", "np", "NumPy"],
     "torch": ["torch", "pytorch", "PyTorch"],
     "tensorflow": ["tensorflow", "tf", "TF"],
+    "jax": ["jax", "jnp", "JAX"],
 }
 
 
@@ -60,7 +61,7 @@ def test_unknown_name_lists_known_ones():
         decay.get_backend("jaxx")
     message = str(info.value)
     assert "jaxx" in message
-    for name in ("numpy", "torch", "tensorflow", "np", "pytorch", "tf"):
+    for name in ("numpy", "torch", "tensorflow", "jax", "np", "pytorch", "tf", "jnp"):
         assert repr(name) in message
 
 

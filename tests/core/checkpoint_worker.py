@@ -39,6 +39,10 @@ def tensor(backend, array):
         import tensorflow as tf
 
         return tf.Variable(array)
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(array)
     return np.array(array)
 
 

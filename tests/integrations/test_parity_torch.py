@@ -76,8 +76,28 @@ def _tf_grads(params):
     return dict(zip(KEYS, _tf_grad_function()(*[params[k] for k in KEYS])))
 
 
+@functools.lru_cache(maxsize=None)
+def _jax_grad_function():
+    import jax
+    import jax.numpy as jnp
+
+    x, y, _ = _data()
+    x, y = jnp.asarray(x), jnp.asarray(y)
+
+    def loss(p):
+        pred = (jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"])[:, 0]
+        return jnp.mean((pred - y) ** 2)
+
+    return jax.jit(jax.grad(loss))
+
+
+def _jax_grads(params):
+    """Gradient of the same loss by jax.grad (the params are JAX arrays)."""
+    return dict(_jax_grad_function()(dict(params)))
+
+
 def _grad_fn(native):
-    return _tf_grads if native.name == "tensorflow" else _torch_grads
+    return {"tensorflow": _tf_grads, "jax": _jax_grads}.get(native.name, _torch_grads)
 
 
 def _fresh_params(native):
