@@ -147,6 +147,20 @@ class JaxBackend(Backend):
     def maximum(self, a, b):
         return jnp.maximum(a, b)
 
+    # per-tensor norms, ratios and matrix products (LAMB, Muon): as TensorFlow's
+    def norm(self, x):
+        return jnp.sqrt(jnp.sum(jnp.square(x)))
+
+    def safe_ratio(self, n, d, default):
+        ok = (n > 0) & (d > 0)
+        return jnp.where(ok, n / jnp.where(ok, d, 1), jnp.asarray(default, n.dtype))
+
+    def matmul(self, a, b):
+        return jnp.matmul(a, b)
+
+    def transpose(self, x):
+        return jnp.swapaxes(x, -1, -2)
+
     def sum_squares(self, x):
         return jnp.sum(jnp.square(x))
 
