@@ -10,6 +10,7 @@ from .convert import from_native, to_native
 from .errors import DecayError
 from .penalties import L1, L2, ElasticNet, Penalty, regularized_loss
 from .rules import Rule, RuleState, adam, adamw, normalized_weight_decay, sgd
+from .rules import adadelta, adagrad, adamax, nadam, radam, rmsprop
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,12 @@ __all__ = [
     "sgd",
     "adam",
     "adamw",
+    "rmsprop",
+    "adagrad",
+    "adadelta",
+    "adamax",
+    "nadam",
+    "radam",
     "normalized_weight_decay",
     "from_native",
     "to_native",

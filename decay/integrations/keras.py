@@ -258,14 +258,16 @@ class Optimizer(keras.optimizers.Optimizer):
         slots = []
         for variable, group, dtype in zip(variables, self._group_of, self._dtypes):
             per_variable = {}
+            starts = rule.slot_initial_values(hypers[group])
             for slot in rule.slot_names(hypers[group]):
+                start = keras.initializers.Constant(float(starts[slot])) if starts.get(slot, 0.0) else "zeros"
                 if dtype in LOW_PRECISION:
                     per_variable[slot] = self.add_variable(  # state kept in float32
-                        shape=variable.shape, dtype="float32",
+                        shape=variable.shape, dtype="float32", initializer=start,
                         name=f"{_path(variable).replace('/', '_')}_{slot}",
                     )
                 else:
-                    per_variable[slot] = self.add_variable_from_reference(variable, name=slot)
+                    per_variable[slot] = self.add_variable_from_reference(variable, name=slot, initializer=start)
             slots.append(per_variable)
         self._slots = slots
         self._skipped = None

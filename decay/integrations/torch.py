@@ -203,9 +203,12 @@ class Optimizer(torch.optim.Optimizer):
                 # which costs microseconds as a tensor. (torch.optim keeps a CPU tensor;
                 # an int saves and loads the same way.)
                 state["step"] = 0
+                starts = self.rule.slot_initial_values(hypers[g])
                 for slot in self.rule.slot_names(hypers[g]):
                     dtype = torch.float32 if self._backend.dtype_name(p) in LOW_PRECISION else p.dtype
                     state[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+                    if starts.get(slot, 0.0):
+                        state[slot].fill_(float(starts[slot]))
         return states
 
     # -- saving -------------------------------------------------------------------------------

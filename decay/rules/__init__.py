@@ -7,9 +7,17 @@ from ._decay import DECAY_SCALINGS
 from .adam import Adam, AdamW, adam, adamw
 from .base import Rule, RuleState
 from .sgd import SGD, sgd
+# The classic optimizers (issue 15): one file each.
+from .adadelta import Adadelta, adadelta
+from .adagrad import Adagrad, adagrad
+from .adamax import Adamax, adamax
+from .nadam import NAdam, nadam
+from .radam import RAdam, radam
+from .rmsprop import RMSprop, rmsprop
 
 #: rule name (as in get_config) -> class
 RULES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+RULES.update(rmsprop=RMSprop, adagrad=Adagrad, adadelta=Adadelta, adamax=Adamax, nadam=NAdam, radam=RAdam)
 
 
 def from_config(config: dict) -> Rule:
@@ -23,4 +31,6 @@ def from_config(config: dict) -> Rule:
 __all__ = [
     "Rule", "RuleState", "SGD", "Adam", "AdamW", "sgd", "adam", "adamw", "from_config", "RULES",
     "normalized_weight_decay", "DECAY_SCALINGS",
+    "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam",
+    "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam",
 ]

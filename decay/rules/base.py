@@ -162,6 +162,11 @@ class Rule:
         """The state slots a parameter of this group needs."""
         return ()
 
+    def slot_initial_values(self, group: dict) -> dict:
+        """Slots that do not start at zero: slot name -> its starting value (Adagrad's
+        initial accumulator). ``init`` and both integrations fill them so."""
+        return {}
+
     def direction(self, ops, h, params: list, grads: list, slots: dict) -> list:
         """The rule's math, in the vocabulary of :mod:`decay.ops`: update ``slots`` in
         place and return u, the engine then steps θ ← θ − h.step_size·u. ``grads``
@@ -242,6 +247,11 @@ class Rule:
                     zero = backend.zeros_like(backend.read(leaf))
                     if backend.dtype_name(leaf) in LOW_PRECISION:
                         zero = backend.cast(zero, "float32")  # state kept in float32
+                    start = self.slot_initial_values(hypers[g]).get(slot, 0.0)
+                    if start:
+                        filled = [zero]
+                        backend.add_(filled, float(start))
+                        zero = filled[0]
                     per_leaf.append(zero)
                 else:
                     per_leaf.append(None)
