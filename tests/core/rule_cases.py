@@ -66,13 +66,13 @@ RULE_OPTIONS = {
                       initial_accumulator_value=0.1),
         "scheduled": dict(lr=Warmup(LR / 10)),
     },
-    "adagrad": {
+    "adagrad": {  # its first option runs torch's fused kernel in every decay mode
         "torch": dict(lr=LR, lr_decay=0.01, initial_accumulator_value=0.1),
         "keras": dict(lr=LR, initial_accumulator_value=0.1, eps=1e-7, eps_inside_sqrt=True),
         "scheduled": dict(lr=Warmup(LR), lr_decay=0.05),
     },
     "adadelta": {
-        "default": dict(lr=0.5),  # Adagrad's first option runs its kernel in every decay mode
+        "default": dict(lr=0.5),
         "scheduled": dict(lr=Warmup(1.0), rho=0.95, eps=1e-7),
     },
     "adamax": {
