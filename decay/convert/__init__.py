@@ -149,7 +149,7 @@ def from_native(obj, *, scheduler=None):
         raise DecayError(f"from_native() takes a PyTorch or Keras object; {obj!r} is already a decay object.")
     if isinstance(obj, _TorchPenalty):
         return obj.penalty
-    if module in ("torch.optim.sgd", "torch.optim.adam", "torch.optim.adamw") and name in ("SGD", "Adam", "AdamW"):
+    if module.startswith("torch.optim.") and module != "torch.optim.lr_scheduler" and name in _torch._FROM_OPTIMIZERS:
         return _torch.from_torch_optimizer(obj, name, scheduler)
     if scheduler is not None:
         raise DecayError("`scheduler` goes with a torch optimizer only.")
@@ -157,7 +157,7 @@ def from_native(obj, *, scheduler=None):
         return _torch.from_torch_scheduler(obj, name)
     if module.startswith("keras.src.optimizers.schedules"):
         return _keras.from_keras_schedule(obj, name)
-    if module.startswith("keras.src.optimizers.") and name in ("SGD", "Adam", "AdamW"):
+    if module.startswith("keras.src.optimizers.") and name in _keras._FROM_OPTIMIZERS:
         return _keras.from_keras_optimizer(obj, name)
     if module.startswith("keras.src.regularizers") and name in ("L1", "L2", "L1L2"):
         return _keras.from_keras_regularizer(obj, name)
