@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from .. import L2, adam, available_backends, get_backend, schedules, sgd, to_native
+from .. import rules as _rules
 from ..errors import DecayError
 from ..tolerances import relative_error, rtol
 from . import datasets
@@ -26,6 +27,9 @@ from .models import MLP, LinearRegression, LogisticRegression, fit
 
 MODELS = ("mlp", "linear", "logistic")
 OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov")
+#: The classic optimizers, each with its factory's (PyTorch's) defaults but the lr.
+CLASSIC_OPTIMIZERS = ("rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam")
+OPTIMIZERS += CLASSIC_OPTIMIZERS
 DECAY_MODES = ("loss", "coupled", "decoupled")
 SCHEDULES = ("constant", "cosine", "step", "exponential", "warmup-cosine")
 SCHEMA = "decay.compare/1"
@@ -141,6 +145,8 @@ def build_rule(config: Config):
     decoupled = config.decay_mode == "decoupled"
     if config.optimizer == "adam":
         rule = adam(lr, weight_decay=rule_wd, decoupled=decoupled)
+    elif config.optimizer in CLASSIC_OPTIMIZERS:
+        rule = getattr(_rules, config.optimizer)(lr, weight_decay=rule_wd, decoupled=decoupled)
     else:
         momentum = 0.0 if config.optimizer == "sgd" else 0.9
         rule = sgd(lr, momentum=momentum, nesterov=config.optimizer == "nesterov",

@@ -289,8 +289,8 @@ def rule_to_keras(rule) -> Conversion:
     if not isinstance(learning_rate, _Call):
         learning_rate = float(learning_rate)
     to_keras = _sgd_to_keras if _rule.is_sgd(rule) else keras_classic.TO_KERAS.get(rule.name, _adam_to_keras)
-    if rule.name == "nadam":
-        notes.append(keras_classic.NADAM_NOTE)
+    if rule.name in keras_classic.NOTES:
+        notes.append(keras_classic.NOTES[rule.name])
     path, options, keras_wd, penalty = to_keras(rule, lam, issues)
     kwargs = {"learning_rate": learning_rate, **options}
     if keras_wd or path == "keras.optimizers.AdamW":

@@ -105,11 +105,13 @@ TO_KERAS = {
     "radam": _radam_to_keras,
 }
 
-#: Keras's Nadam rounds 0.96 to float32 in μ_k (not in its running product).
-NADAM_NOTE = (
-    "Keras's Nadam computes μ_k with 0.96 rounded to float32 (its running product with "
-    "the exact 0.96): 3.4e-8 relative after 100 steps in float64 (measured)."
-)
+#: What Keras rounds to float32 beyond learning_rate and weight_decay, per rule.
+NOTES = {
+    "nadam": "Keras's Nadam computes μ_k with 0.96 rounded to float32 (its running product with "
+             "the exact 0.96): 3.4e-8 relative after 100 steps in float64 (measured).",
+    "adagrad": "Keras starts its accumulator at initial_accumulator_value rounded to float32 "
+               "(0.1 → 0.10000000149): exact when that value is exact in float32 (0.125).",
+}
 
 
 # -- Keras optimizers -> decay rules -----------------------------------------------------

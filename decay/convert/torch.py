@@ -228,6 +228,8 @@ def rule_to_torch(rule) -> Conversion:
     scheduler = _torch_scheduler(lr, issues, notes)
     to_torch = _sgd_to_torch if _rule.is_sgd(rule) else torch_classic.TO_TORCH.get(rule.name, _adam_to_torch)
     path, options, torch_wd, penalty = to_torch(rule, lam, issues)
+    if rule.name == "nadam":
+        notes.append(torch_classic.NADAM_NOTE)
     kwargs = {"lr": alpha, **options}
     if torch_wd or path == "torch.optim.AdamW":
         kwargs["weight_decay"] = torch_wd

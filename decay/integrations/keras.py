@@ -260,14 +260,18 @@ class Optimizer(keras.optimizers.Optimizer):
             per_variable = {}
             starts = rule.slot_initial_values(hypers[group])
             for slot in rule.slot_names(hypers[group]):
-                start = keras.initializers.Constant(float(starts[slot])) if starts.get(slot, 0.0) else "zeros"
                 if dtype in LOW_PRECISION:
                     per_variable[slot] = self.add_variable(  # state kept in float32
-                        shape=variable.shape, dtype="float32", initializer=start,
+                        shape=variable.shape, dtype="float32",
                         name=f"{_path(variable).replace('/', '_')}_{slot}",
                     )
                 else:
-                    per_variable[slot] = self.add_variable_from_reference(variable, name=slot, initializer=start)
+                    per_variable[slot] = self.add_variable_from_reference(variable, name=slot)
+                if starts.get(slot, 0.0):
+                    # Assigned, not keras.initializers.Constant: that casts the value to
+                    # float32 first (0.1 would start a float64 slot at 0.10000000149).
+                    slot_var = per_variable[slot]
+                    slot_var.assign(np.full(tuple(slot_var.shape), float(starts[slot]), slot_var.dtype))
             slots.append(per_variable)
         self._slots = slots
         self._skipped = None

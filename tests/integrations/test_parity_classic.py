@@ -288,3 +288,61 @@ def test_optax_parity():
             # exact above).
             worst = max(np.max(np.abs(a[n] - b[n])) / np.max(np.abs(b[n])) for a, b in zip(got, want) for n in SHAPES)
             assert worst < 1e-8, worst
+
+
+# ---------------------------------------------------------------------------------
+# The integrations: decay.keras.Optimizer inside a compiled step (the graph path, where
+# the rule's numbers come from the host each step), and decay.torch.Optimizer's
+# state_dict round trip.
+
+INTEGRATION_RULES = {
+    "rmsprop": lambda: decay.rmsprop(0.01, alpha=0.9, momentum=0.5, centered=True, eps_inside_sqrt=True,
+                                     weight_decay=0.02, decoupled=True),
+    "adagrad": lambda: decay.adagrad(0.1, initial_accumulator_value=0.1, lr_decay=0.01, weight_decay=0.02),
+    "adadelta": lambda: decay.adadelta(1.0, weight_decay=0.02, decoupled=True),
+    "adamax": lambda: decay.adamax(0.02, eps_inside_max=False, weight_decay=0.02),
+    "nadam": lambda: decay.nadam(0.01, momentum_schedule="keras", weight_decay=0.02, decoupled=True),
+    "radam": lambda: decay.radam(0.01, weight_decay=0.02),
+}
+
+
+def _compiled_apply(tf, opt, variables):
+    @tf.function
+    def apply(grads):
+        opt.apply_gradients(zip(grads, variables))
+
+    return apply
+
+
+def test_keras_integration_compiled_step_equals_the_rule():
+    tf = pytest.importorskip("tensorflow")
+    import keras
+
+    steps = 20  # RAdam switches to its rectified step at step 6, inside the one trace
+    for name, make in INTEGRATION_RULES.items():
+        variables = [keras.Variable(START[n], dtype="float64", name=n) for n in SHAPES]
+        opt = decay.keras.Optimizer(make())
+        opt.build(variables)
+        apply = _compiled_apply(tf, opt, variables)
+        want = _run_decay_numpy(make())
+        for t in range(steps):
+            apply([tf.constant(_grad(t, n, np.asarray(v.numpy()))) for n, v in zip(SHAPES, variables)])
+            for n, v in zip(SHAPES, variables):
+                assert_close(np.asarray(v.numpy()), want[t][n], "float64", steps=t + 1, what=f"{name} step {t + 1}")
+
+
+def test_torch_integration_state_dict_round_trip():
+    for name, make in INTEGRATION_RULES.items():
+        whole = _run_torch(None, decay_rule=make())
+        params = {n: torch.tensor(v, requires_grad=True) for n, v in START.items()}
+        opt = decay.torch.Optimizer(list(params.items()), make())
+        for t in range(STEPS):
+            if t == STEPS // 2:  # a fresh optimizer, from the saved state
+                saved = opt.state_dict()
+                opt = decay.torch.Optimizer(list(params.items()), make())
+                opt.load_state_dict(saved)
+            for n, p in params.items():
+                p.grad = torch.from_numpy(_grad(t, n, p.detach().numpy()))
+            opt.step()
+        for n, p in params.items():
+            np.testing.assert_array_equal(p.detach().numpy(), whole[-1][n], err_msg=name)
