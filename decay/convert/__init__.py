@@ -43,6 +43,12 @@ adam(w) epsilon_hat=False                          keras Adam/AdamW             
 L2 / L1 / ElasticNet                               keras L2 / L1 / L1L2, torch loss term       yes
 =================================================  ==========================================  =====
 
+RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam (:mod:`decay.convert.torch_classic`,
+:mod:`decay.convert.keras_classic`): exact where the rule has the framework's
+convention (ε placement, accumulator start, NAdam's momentum schedule; decoupled decay
+for torch's NAdam/RAdam only, coupled decay as an L2 term in Keras's loss), refused
+otherwise with the reason. Keras has no RAdam.
+
 λ' is the lr-scaled coefficient both frameworks use (θ ← θ·(1 − lr_t·λ')):
 λ' = λ for ``decay_scaled_by="lr"``, λ/α for ``"schedule_multiplier"`` (exact under any
 schedule, since (lr_t/α)·λ = lr_t·(λ/α)), and λ/α for ``"none"`` only while the lr is
