@@ -132,6 +132,29 @@ def test_torch_optim_parity(case):
     _compare(got, want, case)
 
 
+def test_numpy_and_tensorflow_backends_equal_torch_optim():
+    # decay's rule.step on NumPy arrays and on tf.Variables (its compiled step) against
+    # torch.optim, one case per optimizer; 30 steps keep the six compilations short.
+    pytest.importorskip("tensorflow")
+    steps = 30
+    for case in ("rmsprop-momentum-centered-step_lr", "adagrad-fused", "adadelta-step_lr", "adamax-cosine",
+                 "nadam", "radam"):
+        make_native, make_rule, _ = TORCH_CASES[case]  # at a constant lr, both sides
+        with _float64_scalars():
+            want = _run_torch(make_native)[:steps]
+        for name in ("numpy", "tensorflow"):
+            backend = decay.get_backend(name)
+            rule = make_rule()
+            params = {n: backend.tensor(v) for n, v in START.items()}
+            state = rule.init(params)
+            for t in range(steps):
+                grads = {n: backend.tensor(_grad(t, n, backend.to_numpy(p)), variable=False) for n, p in params.items()}
+                params, state = rule.step(params, grads, state)
+                for n in SHAPES:
+                    assert_close(backend.to_numpy(params[n]), want[t][n], "float64", steps=t + 1,
+                                 what=f"{case} on {name}, step {t + 1}")
+
+
 def test_torch_foreach_implementations_equal_the_for_loop_and_decay():
     # torch's multi-tensor implementations are what its CUDA users run; decay's torch
     # backend runs the same _foreach_ functions from its one definition.
