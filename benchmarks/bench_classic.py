@@ -99,7 +99,9 @@ def keras_sides(keras, tf, native, make_rule, count, size) -> dict:
 def run_torch(args, rows, results):
     import torch
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # One thread: on a busy shared machine torch's intra-op pool spins (a 100-step test went
+    # from 0.15 s to 10 s); both sides run under the same setting.
+    torch.set_num_threads(1)
     for layout in args.layouts:
         count, size = LAYOUTS[layout]
         for name, (make_rule, native, has_fused, _, _) in CASES.items():

@@ -23,8 +23,7 @@ class NAdamHyper(Hyper):
     beta1: float
     beta2: float
     eps: float
-    grad_weight: float  #: (1 − μ_k)/(1 − Π_{i≤k} μ_i)
-    momentum_weight: float  #: μ_{k+1}/(1 − Π_{i≤k+1} μ_i)
+    momentum_ratio: float  #: c_m/c_g: c_g = (1 − μ_k)/(1 − Π_{i≤k} μ_i), c_m = μ_{k+1}/(1 − Π_{i≤k+1} μ_i)
     bias_correction2_sqrt: float  #: √(1 − β2^k)
 
 
@@ -113,10 +112,13 @@ class NAdam(Rule):
         mu = self._mu(group)
         product = self._products(mu, (beta1, group["momentum_decay"]), k)
         mu_k, mu_next = mu(k), mu(k + 1)
+        # θ ← θ − lr·(c_g·g + c_m·m)/d = θ − (lr·c_g)·(g + (c_m/c_g)·m)/d: one pass forms
+        # the numerator. c_g > 0 (μ_k ≤ β1 < 1); c_m is 0 when β1 is.
+        grad_weight = (1.0 - mu_k) / (1.0 - product)
+        fields["step_size"] = fields["lr"] * grad_weight
         return NAdamHyper(
             **fields, beta1=beta1, beta2=beta2, eps=group["eps"],
-            grad_weight=(1.0 - mu_k) / (1.0 - product),
-            momentum_weight=mu_next / (1.0 - product * mu_next),
+            momentum_ratio=mu_next / (1.0 - product * mu_next) / grad_weight,
             bias_correction2_sqrt=math.sqrt(1.0 - beta2**k),
         )
 
@@ -131,9 +133,7 @@ class NAdam(Rule):
         d = ops.sqrt_all(v)
         ops.div_(d, h.bias_correction2_sqrt)
         ops.add_(d, h.eps)
-        numerator = ops.mul(grads, h.grad_weight)
-        ops.add_(numerator, m, alpha=h.momentum_weight)
-        return numerator, d  # u = numerator / d
+        return ops.add(grads, m, alpha=h.momentum_ratio), d  # u = (g + (c_m/c_g)·m) / d
 
 
 def nadam(
