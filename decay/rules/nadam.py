@@ -63,7 +63,9 @@ class NAdam(Rule):
         θ ← θ − lr_t·[(1 − μ_k)/(1 − Π_{i≤k} μ_i)·g + μ_{k+1}/(1 − Π_{i≤k+1} μ_i)·m] / d
 
     The products are computed in Python float64 (torch keeps its ``mu_product`` in
-    float32 unless the default dtype is float64, Keras in the variables' dtype).
+    float32 unless the default dtype is float64, Keras in the variables' dtype; Keras
+    also rounds the 0.96 in μ_k, not in its product, to float32: 3.4e-8 relative after
+    100 float64 steps, measured).
     """
 
     name = "nadam"

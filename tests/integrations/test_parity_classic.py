@@ -246,7 +246,7 @@ def test_keras_nadam_within_its_float32_constant():
     # 1e-7 relative of decay's (measured 3.4e-8).
     make_native, rule = _keras_cases()["nadam"]
     got, want = _run_decay_numpy(rule), _run_keras(make_native())
-    b1, b2 = RHO_K, B2_K
+    b1 = RHO_K
     theta = START["w"] * (1 - WD_K * LR_K)
     g, c32 = _grad(0, "w", START["w"]), float(np.float32(0.96))
     u1, u2, product = b1 * (1 - 0.5 * c32), b1 * (1 - 0.5 * c32**2), b1 * (1 - 0.5 * 0.96)
