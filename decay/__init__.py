@@ -10,6 +10,7 @@ from .convert import from_native, to_native
 from .errors import DecayError
 from .penalties import L1, L2, ElasticNet, Penalty, regularized_loss
 from .rules import Rule, RuleState, adam, adamw, normalized_weight_decay, sgd, weight_decay_for_timescale
+from .rules import adadelta, adagrad, adamax, nadam, radam, rmsprop
 from .rules import lamb, lion, muon
 
 __version__ = "0.1.0"
@@ -56,6 +57,12 @@ __all__ = [
     "lion",
     "lamb",
     "muon",
+    "rmsprop",
+    "adagrad",
+    "adadelta",
+    "adamax",
+    "nadam",
+    "radam",
     "normalized_weight_decay",
     "weight_decay_for_timescale",
     "from_native",

@@ -75,6 +75,10 @@ class Ops:
         """x ← max(x, y), elementwise."""
         xs[:] = [self.maximum(x, y) for x, y in zip(xs, ys)]
 
+    def sqrt_(self, xs: list) -> None:
+        """x ← √x."""
+        xs[:] = [self.sqrt(x) for x in xs]
+
     # -- new lists -----------------------------------------------------------------------
     def add(self, xs: list, ys: list, alpha=1.0) -> list:
         """A new list x + alpha·y."""
@@ -101,6 +105,10 @@ class Ops:
     def sign_all(self, xs: list) -> list:
         """A new list sign(x) (0 at 0)."""
         return [self.sign(x) for x in xs]
+
+    def abs_all(self, xs: list) -> list:
+        """A new list |x|."""
+        return [self.abs(x) for x in xs]
 
     def clone(self, xs: list) -> list:
         """New tensors holding the values of ``xs``."""
@@ -146,4 +154,7 @@ class Ops:
         raise NotImplementedError
 
     def transpose(self, x):
+        raise NotImplementedError
+
+    def abs(self, x):
         raise NotImplementedError

@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", choices=("torch", "keras", "optax", "decay"), required=True,
                    help="whose conventions the settings below follow")
     p.add_argument("--to", dest="target", choices=("torch", "keras", "optax"), required=True, help="target framework")
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "lion", "lamb", "muon"), required=True)
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax",
+                                            "nadam", "radam", "lion", "lamb", "muon"), required=True)
     p.add_argument("--lr", type=float, required=True, help="learning rate")
     p.add_argument("--momentum", type=float, default=0.0)
     p.add_argument("--dampening", type=float, default=0.0)

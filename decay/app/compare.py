@@ -19,13 +19,16 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from .. import L2, adam, available_backends, get_backend, lamb, lion, muon, schedules, sgd, to_native
+from .. import rules as _rules
 from ..errors import DecayError
 from ..tolerances import relative_error, rtol
 from . import datasets, monitor
 from .models import MLP, LinearRegression, LogisticRegression, fit
 
 MODELS = ("mlp", "linear", "logistic")
-OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov", "lion", "lamb", "muon")
+#: The classic optimizers, each with its factory's (PyTorch's) defaults but the lr.
+CLASSIC_OPTIMIZERS = ("rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam")
+OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov") + CLASSIC_OPTIMIZERS + ("lion", "lamb", "muon")
 DECAY_MODES = ("loss", "coupled", "decoupled") + monitor.VARIANT_MODES
 SCHEDULES = ("constant", "cosine", "step", "exponential", "warmup-cosine")
 SCHEMA = "decay.compare/1"
@@ -146,8 +149,10 @@ def build_rule(config: Config):
     decoupled = config.decay_mode == "decoupled"
     if config.optimizer == "adam":
         rule = adam(lr, weight_decay=rule_wd, decoupled=decoupled)
-    elif config.optimizer in ("lion", "lamb", "muon"):  # the modern rules (issue 16), Keras's versions
+    elif config.optimizer in ("lion", "lamb", "muon"):  # the modern rules, Keras's versions
         rule = _modern_rule(config.optimizer, lr, rule_wd, decoupled)
+    elif config.optimizer in CLASSIC_OPTIMIZERS:
+        rule = getattr(_rules, config.optimizer)(lr, weight_decay=rule_wd, decoupled=decoupled)
     else:
         momentum = 0.0 if config.optimizer == "sgd" else 0.9
         rule = sgd(lr, momentum=momentum, nesterov=config.optimizer == "nesterov",

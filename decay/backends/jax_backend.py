@@ -147,6 +147,9 @@ class JaxBackend(Backend):
     def maximum(self, a, b):
         return jnp.maximum(a, b)
 
+    def abs(self, x):
+        return jnp.abs(x)
+
     # per-tensor norms, ratios and matrix products (LAMB, Muon): as TensorFlow's
     def norm(self, x):
         return jnp.sqrt(jnp.sum(jnp.square(x)))

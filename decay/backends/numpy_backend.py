@@ -67,6 +67,9 @@ class NumpyBackend(Backend):
     def sign(self, x):
         return np.sign(x)
 
+    def abs(self, x):
+        return np.abs(x)
+
     def maximum(self, a, b):
         return np.maximum(a, b)
 
@@ -200,6 +203,10 @@ class NumpyBackend(Backend):
         for x, y in zip(xs, ys):
             np.maximum(x, y, out=x)
 
+    def sqrt_(self, xs):
+        for x in xs:
+            np.sqrt(x, out=x)
+
     # New lists: out= keeps 0-d results arrays (a ufunc returns NumPy scalars for them,
     # which later in-place operations could not write into). Inside run_elementwise they
     # are cut from scratch blocks reused at every call (_Arena), not allocated.
@@ -227,6 +234,9 @@ class NumpyBackend(Backend):
 
     def sign_all(self, xs):
         return self._new_with(np.sign, xs)
+
+    def abs_all(self, xs):
+        return self._new_with(np.abs, xs)
 
     def _new_with(self, ufunc, xs, s=None):
         """A new list ufunc(x) or ufunc(x, s) (``s`` a scalar or a list)."""

@@ -140,6 +140,9 @@ class TensorflowBackend(Backend):
     def maximum(self, a, b):
         return tf.maximum(a, b)
 
+    def abs(self, x):
+        return tf.abs(x)
+
     def sum_squares(self, x):
         return tf.reduce_sum(tf.square(x))
 

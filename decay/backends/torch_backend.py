@@ -100,6 +100,9 @@ class TorchBackend(Backend):
     def maximum(self, a, b):
         return torch.maximum(a, b)
 
+    def abs(self, x):
+        return torch.abs(x)
+
     def sum_squares(self, x):
         flat = x.reshape(-1)
         if x.dtype in (torch.float32, torch.float64):
@@ -207,6 +210,9 @@ class TorchBackend(Backend):
     def maximum_(self, xs, ys):
         torch._foreach_maximum_(xs, ys)
 
+    def sqrt_(self, xs):
+        torch._foreach_sqrt_(xs)
+
     def add(self, xs, ys, alpha=1.0):
         return list(torch._foreach_add(xs, ys, alpha=alpha))
 
@@ -221,6 +227,9 @@ class TorchBackend(Backend):
 
     def sign_all(self, xs):
         return list(torch._foreach_sign(xs))
+
+    def abs_all(self, xs):
+        return list(torch._foreach_abs(xs))
 
     def clone(self, xs):
         return [x.clone() for x in xs]

@@ -43,6 +43,12 @@ adam(w) epsilon_hat=False                          keras Adam/AdamW             
 L2 / L1 / ElasticNet                               keras L2 / L1 / L1L2, torch loss term       yes
 =================================================  ==========================================  =====
 
+RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam (:mod:`decay.convert.torch_classic`,
+:mod:`decay.convert.keras_classic`): exact where the rule has the framework's
+convention (ε placement, accumulator start, NAdam's momentum schedule; decoupled decay
+for torch's NAdam/RAdam only, coupled decay as an L2 term in Keras's loss), refused
+otherwise with the reason. Keras has no RAdam.
+
 λ' is the lr-scaled coefficient both frameworks use (θ ← θ·(1 − lr_t·λ')):
 λ' = λ for ``decay_scaled_by="lr"``, λ/α for ``"schedule_multiplier"`` (exact under any
 schedule, since (lr_t/α)·λ = lr_t·(λ/α)), and λ/α for ``"none"`` only while the lr is
@@ -166,7 +172,7 @@ def from_native(obj, *, scheduler=None):
         raise DecayError(f"from_native() takes a PyTorch or Keras object; {obj!r} is already a decay object.")
     if isinstance(obj, _TorchPenalty):
         return obj.penalty
-    if module in ("torch.optim.sgd", "torch.optim.adam", "torch.optim.adamw") and name in ("SGD", "Adam", "AdamW"):
+    if module.startswith("torch.optim.") and module != "torch.optim.lr_scheduler" and name in _torch._FROM_OPTIMIZERS:
         return _torch.from_torch_optimizer(obj, name, scheduler)
     if module in ("torch.optim", "torch.optim._muon") and name == "Muon":  # the modern rules: decay/convert/modern.py
         return _modern.from_torch_muon(obj, scheduler)
@@ -176,7 +182,7 @@ def from_native(obj, *, scheduler=None):
         return _torch.from_torch_scheduler(obj, name)
     if module.startswith("keras.src.optimizers.schedules"):
         return _keras.from_keras_schedule(obj, name)
-    if module.startswith("keras.src.optimizers.") and name in ("SGD", "Adam", "AdamW"):
+    if module.startswith("keras.src.optimizers.") and name in _keras._FROM_OPTIMIZERS:
         return _keras.from_keras_optimizer(obj, name)
     if module.startswith("keras.src.optimizers.") and name in ("Lion", "Lamb", "Muon"):
         return _modern.from_keras(obj, name)

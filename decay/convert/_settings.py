@@ -6,6 +6,7 @@ from ..errors import DecayError
 from ..rules.adam import adam, adamw
 from ..rules.base import Rule
 from ..rules.sgd import sgd
+from . import _settings_classic
 
 #: Each framework's defaults where they differ (PyTorch: Adam eps 1e-8, AdamW weight
 #: decay 1e-2; Keras: eps 1e-7, AdamW weight decay 0.004, decay always decoupled).
@@ -30,8 +31,15 @@ def rule_from_settings(framework, optimizer, *, lr, momentum=0.0, dampening=0.0,
         raise DecayError(f"`framework` must be 'torch', 'keras', 'optax' or 'decay'. Received: {framework!r}.")
     if optimizer in ("lion", "lamb", "muon"):  # the modern rules
         return _modern_from_settings(framework, optimizer, lr, momentum, nesterov, weight_decay, betas, eps)
+    if optimizer in _settings_classic.CLASSIC:
+        return _settings_classic.rule(framework, optimizer, lr=lr, momentum=momentum, dampening=dampening,
+                                      nesterov=nesterov, weight_decay=weight_decay, betas=betas, eps=eps,
+                                      amsgrad=amsgrad)
     if optimizer not in ("sgd", "adam", "adamw"):
-        raise DecayError(f"`optimizer` must be 'sgd', 'adam' or 'adamw'. Received: {optimizer!r}.")
+        raise DecayError(
+            f"`optimizer` must be one of {['sgd', 'adam', 'adamw', *_settings_classic.CLASSIC]}. "
+            f"Received: {optimizer!r}."
+        )
     if weight_decay is None:
         weight_decay = _SETTING_DEFAULTS.get((framework, optimizer), {}).get(
             "weight_decay", 1e-2 if optimizer == "adamw" else 0.0

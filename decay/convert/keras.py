@@ -18,7 +18,7 @@ from ..masks import exclude_names, resolve_mask
 from ..penalties import L1, L2, ElasticNet, add_l2, l2_for_coupled_weight_decay
 from ..rules.adam import adam, adamw
 from ..rules.sgd import sgd
-from . import _rule, modern
+from . import _rule, keras_classic, modern
 from ._codegen import Conversion, _build_value, _Call, _reason, _source
 from ._common import common_issues, lr_scaled, mask_source, named, to_float, unsupported, weight_decay
 from ._penalty import keras_penalty_call
@@ -291,7 +291,9 @@ def rule_to_keras(rule) -> Conversion:
     learning_rate = _keras_schedule(_rule.hyper(rule, "lr"), issues)
     if not isinstance(learning_rate, _Call):
         learning_rate = float(learning_rate)
-    to_keras = _sgd_to_keras if _rule.is_sgd(rule) else _adam_to_keras
+    to_keras = _sgd_to_keras if _rule.is_sgd(rule) else keras_classic.TO_KERAS.get(rule.name, _adam_to_keras)
+    if rule.name in keras_classic.NOTES:
+        notes.append(keras_classic.NOTES[rule.name])
     path, options, keras_wd, penalty = to_keras(rule, lam, issues)
     kwargs = {"learning_rate": learning_rate, **options}
     if keras_wd or path == "keras.optimizers.AdamW":
@@ -481,6 +483,7 @@ def _from_keras_adamw(opt, lr, wd, mask):
 
 
 _FROM_OPTIMIZERS = {"SGD": _from_keras_sgd, "Adam": _from_keras_adam, "AdamW": _from_keras_adamw}
+_FROM_OPTIMIZERS.update(keras_classic.FROM_KERAS)  # RMSprop, Adagrad, Adadelta, Adamax, Nadam
 
 
 def from_keras_optimizer(opt, name):

@@ -16,7 +16,7 @@ from ..errors import DecayError
 from ..masks import resolve_mask
 from ..rules.adam import adam, adamw
 from ..rules.sgd import sgd
-from . import _rule, modern
+from . import _rule, modern, torch_classic
 from ._codegen import Conversion, _Call, _Multiplier, _Name, _reason
 from ._common import common_issues, lr_scaled, mask_source, named, to_float, unsupported, weight_decay
 from ._penalty import torch_penalty_source
@@ -228,8 +228,10 @@ def rule_to_torch(rule) -> Conversion:
     lr = _rule.hyper(rule, "lr")
     alpha, lam = base_value(lr), weight_decay(rule)
     scheduler = _torch_scheduler(lr, issues, notes)
-    to_torch = _sgd_to_torch if _rule.is_sgd(rule) else _adam_to_torch
+    to_torch = _sgd_to_torch if _rule.is_sgd(rule) else torch_classic.TO_TORCH.get(rule.name, _adam_to_torch)
     path, options, torch_wd, penalty = to_torch(rule, lam, issues)
+    if rule.name == "nadam":
+        notes.append(torch_classic.NADAM_NOTE)
     kwargs = {"lr": alpha, **options}
     if torch_wd or path == "torch.optim.AdamW":
         kwargs["weight_decay"] = torch_wd
@@ -410,6 +412,7 @@ def _from_torch_adamw(h, lr, wd, mask):
 
 
 _FROM_OPTIMIZERS = {"SGD": _from_torch_sgd, "Adam": _from_torch_adam, "AdamW": _from_torch_adamw}
+_FROM_OPTIMIZERS.update(torch_classic.FROM_TORCH)  # RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam
 
 
 def from_torch_optimizer(opt, name, scheduler):

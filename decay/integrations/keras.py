@@ -274,6 +274,7 @@ class Optimizer(keras.optimizers.Optimizer):
         slots = []
         for variable, group, dtype in zip(variables, self._group_of, self._dtypes):
             per_variable = {}
+            starts = rule.slot_initial_values(hypers[group])
             for slot in rule.state_slot_names(hypers[group]):
                 if dtype in LOW_PRECISION:
                     per_variable[slot] = self.add_variable(  # state kept in float32
@@ -282,6 +283,11 @@ class Optimizer(keras.optimizers.Optimizer):
                     )
                 else:
                     per_variable[slot] = self.add_variable_from_reference(variable, name=slot)
+                if starts.get(slot, 0.0):
+                    # Assigned, not keras.initializers.Constant: that casts the value to
+                    # float32 first (0.1 would start a float64 slot at 0.10000000149).
+                    slot_var = per_variable[slot]
+                    slot_var.assign(np.full(tuple(slot_var.shape), float(starts[slot]), slot_var.dtype))
             slots.append(per_variable)
         self._slots = slots
         if rule.decay_toward is not None:

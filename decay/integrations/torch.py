@@ -251,9 +251,12 @@ class Optimizer(torch.optim.Optimizer):
                 # which costs microseconds as a tensor. (torch.optim keeps a CPU tensor;
                 # an int saves and loads the same way.)
                 new = {"step": 0}
+                starts = self.rule.slot_initial_values(hypers[g])
                 for slot in self.rule.state_slot_names(hypers[g]):
                     dtype = torch.float32 if self._backend.dtype_name(p) in LOW_PRECISION else p.dtype
                     new[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+                    if starts.get(slot, 0.0):
+                        new[slot].fill_(float(starts[slot]))
                 if self.rule.decay_toward is not None:
                     self._set_reference(p, new)  # may refuse it: then no state is left half made
                 state.update(new)

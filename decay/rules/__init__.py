@@ -10,11 +10,19 @@ from .lamb import Lamb, lamb
 from .lion import Lion, lion
 from .muon import Muon, muon
 from .sgd import SGD, sgd
+# The classic optimizers (issue 15): one file each.
+from .adadelta import Adadelta, adadelta
+from .adagrad import Adagrad, adagrad
+from .adamax import Adamax, adamax
+from .nadam import NAdam, nadam
+from .radam import RAdam, radam
+from .rmsprop import RMSprop, rmsprop
 
 #: rule name (as in get_config) -> class
 RULES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
-# The modern rules (issue 16), added as one block.
+# The modern rules, added as one block.
 RULES.update({"lion": Lion, "lamb": Lamb, "muon": Muon})
+RULES.update(rmsprop=RMSprop, adagrad=Adagrad, adadelta=Adadelta, adamax=Adamax, nadam=NAdam, radam=RAdam)
 
 
 def from_config(config: dict) -> Rule:
@@ -29,4 +37,6 @@ __all__ = [
     "Rule", "RuleState", "SGD", "Adam", "AdamW", "sgd", "adam", "adamw", "from_config", "RULES",
     "normalized_weight_decay", "weight_decay_for_timescale", "DECAY_SCALINGS",
     "Lion", "lion", "Lamb", "lamb", "Muon", "muon",
+    "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam",
+    "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam",
 ]

@@ -210,6 +210,10 @@ class Rule:
         (:meth:`slot_names`) and, with ``decay_toward``, the reference θ₀."""
         names = tuple(self.slot_names(group))
         return names if self.decay_toward is None else names + (engine.REFERENCE_SLOT,)
+    def slot_initial_values(self, group: dict) -> dict:
+        """Slots that do not start at zero: slot name -> its starting value (Adagrad's
+        initial accumulator). ``init`` and both integrations fill them so."""
+        return {}
 
     def direction(self, ops, h, params: list, grads: list, slots: dict) -> list:
         """The rule's math, in the vocabulary of :mod:`decay.ops`: update ``slots`` in
@@ -297,6 +301,11 @@ class Rule:
                     zero = backend.zeros_like(backend.read(leaf))
                     if backend.dtype_name(leaf) in LOW_PRECISION:
                         zero = backend.cast(zero, "float32")  # state kept in float32
+                    start = self.slot_initial_values(hypers[g]).get(slot, 0.0)
+                    if start:
+                        filled = [zero]
+                        backend.add_(filled, float(start))
+                        zero = filled[0]
                     per_leaf.append(zero)
                 else:
                     per_leaf.append(None)

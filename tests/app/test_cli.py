@@ -90,7 +90,7 @@ def test_compare_says_so_and_exits_1_when_backends_disagree():
         (["compare", "--backends", "mxnet"], "Unknown backend 'mxnet'"),
         (["compare", "--weight-decay", "-0.1"], "--weight-decay must be a finite number >= 0"),
         (["compare", "--steps", "0"], "--steps must be >= 1"),
-        (["compare", "--optimizer", "rmsprop"], "invalid choice"),
+        (["compare", "--optimizer", "rprop"], "invalid choice"),
         (["compare", "--model", "linear", "--dataset", "digits", "--backends", "numpy"], "Use --model logistic"),
         (["sweep", "--folds", "1", "--backends", "numpy"], "--folds"),
         (["convert", "--from", "keras", "--optimizer", "sgd", "--lr", "0.1", "--dampening", "0.5", "--to", "torch"],

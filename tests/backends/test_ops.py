@@ -36,6 +36,7 @@ IN_PLACE = {
     "addcmul_": (lambda o, x, y, z: o.addcmul_(x, y, z, 0.4), lambda x, y, z: [a + 0.4 * b * c for a, b, c in zip(x, y, z)]),
     "addcdiv_": (lambda o, x, y, z: o.addcdiv_(x, y, z, 0.6), lambda x, y, z: [a + 0.6 * b / c for a, b, c in zip(x, y, z)]),
     "maximum_": (lambda o, x, y, z: o.maximum_(x, y), lambda x, y, z: [np.maximum(a, b) for a, b in zip(x, y)]),
+    "sqrt_": (lambda o, x, y, z: o.sqrt_(x), lambda x, y, z: [np.sqrt(a) for a in x]),
 }
 NEW = {
     "add": (lambda o, x, y, z: o.add(x, y, alpha=2.5), lambda x, y, z: [a + 2.5 * b for a, b in zip(x, y)]),
@@ -44,6 +45,7 @@ NEW = {
     "div scalar": (lambda o, x, y, z: o.div(x, 4.0), lambda x, y, z: [a / 4.0 for a in x]),
     "sqrt_all": (lambda o, x, y, z: o.sqrt_all(z), lambda x, y, z: [np.sqrt(c) for c in z]),
     "sign_all": (lambda o, x, y, z: o.sign_all(o.add(y, x, alpha=-1.0)), lambda x, y, z: [np.sign(b - a) for a, b in zip(x, y)]),
+    "abs_all": (lambda o, x, y, z: o.abs_all(o.add(y, x, alpha=-1.0)), lambda x, y, z: [np.abs(b - a) for a, b in zip(x, y)]),
     "clone": (lambda o, x, y, z: o.clone(y), lambda x, y, z: [b.copy() for b in y]),
     # per-tensor norms and ratios (LAMB, Muon); y − x has both signs: both branches
     "norm_all": (lambda o, x, y, z: o.norm_all(z), lambda x, y, z: [np.sqrt(np.sum(c * c)) for c in z]),

@@ -703,7 +703,7 @@ def test_unknown_objects_raise():
     import torch
 
     p = [_torch_param()]
-    for obj in (object(), torch.optim.RMSprop(p), keras.optimizers.RMSprop(), keras.regularizers.OrthogonalRegularizer(),
+    for obj in (object(), torch.optim.Rprop(p), keras.optimizers.Ftrl(), keras.regularizers.OrthogonalRegularizer(),
                 torch.optim.lr_scheduler.LinearLR(torch.optim.SGD(p, lr=0.1)), 0.1):
         with pytest.raises(DecayError, match="cannot convert an object of type") as info:
             from_native(obj)

@@ -57,6 +57,38 @@ RULE_OPTIONS = {
         "epsilon_hat": dict(lr=LR, eps=1e-7, epsilon_hat=True),
         "scheduled": dict(lr=Warmup(LR)),
     },
+    # The classic optimizers (issue 15). RAdam's default β2 rectifies from step 6 of 8.
+    # RMSprop's first steps move by lr/√(1 − α) (10·lr): lr/10 keeps them Adam-sized, so
+    # that a weight near zero after them is not a cancellation that float32 cannot hold.
+    "rmsprop": {
+        "momentum-centered": dict(lr=LR / 10, momentum=0.9, centered=True),
+        "keras": dict(lr=LR / 10, alpha=0.9, eps=1e-7, eps_inside_sqrt=True, momentum=0.5,
+                      initial_accumulator_value=0.1),
+        "scheduled": dict(lr=Warmup(LR / 10)),
+    },
+    "adagrad": {  # its first option runs torch's fused kernel in every decay mode
+        "torch": dict(lr=LR, lr_decay=0.01, initial_accumulator_value=0.1),
+        "keras": dict(lr=LR, initial_accumulator_value=0.1, eps=1e-7, eps_inside_sqrt=True),
+        "scheduled": dict(lr=Warmup(LR), lr_decay=0.05),
+    },
+    "adadelta": {
+        "default": dict(lr=0.5),
+        "scheduled": dict(lr=Warmup(1.0), rho=0.95, eps=1e-7),
+    },
+    "adamax": {
+        "default": dict(lr=LR),
+        "keras": dict(lr=LR, eps=1e-7, eps_inside_max=False),
+        "scheduled": dict(lr=Warmup(LR), betas=(0.8, 0.99)),
+    },
+    "nadam": {
+        "torch": dict(lr=LR, momentum_decay=0.01),
+        "keras": dict(lr=LR, eps=1e-7, momentum_schedule="keras"),
+        "constant-scheduled": dict(lr=Warmup(LR), momentum_schedule="constant"),
+    },
+    "radam": {
+        "default": dict(lr=LR),
+        "scheduled": dict(lr=Warmup(LR), betas=(0.8, 0.99), eps=1e-6),
+    },
 }
 # The modern rules (issue 16), added as one block: one option each, the most complete
 # (the others differ in coefficients, or, for LAMB's Keras placement, in the engine's

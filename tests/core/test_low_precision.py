@@ -18,6 +18,9 @@ RULES = {
     "momentum": lambda: decay.sgd(0.05, momentum=0.9, weight_decay=0.01),
     "adamw": lambda: decay.adamw(0.01, weight_decay=0.1),
     "adam-amsgrad": lambda: decay.adam(0.01, amsgrad=True, regularizer=decay.L2(0.01)),
+    # A slot that starts at 0.1 (kept in float32) and a step that switches form at step 6.
+    "adagrad": lambda: decay.adagrad(0.05, initial_accumulator_value=0.1, weight_decay=0.01),
+    "radam": lambda: decay.radam(0.01, weight_decay=0.1, decoupled=True),
 }
 CASES = [("numpy", "float16"), ("torch", "float16"), ("torch", "bfloat16"),
          ("tensorflow", "float16"), ("tensorflow", "bfloat16")]
