@@ -475,7 +475,7 @@ def fit(model, params, rule, X, y, steps, batch_size=None, penalty=None, seed=No
         penalized = [k for k, keep in zip(params, decayed) if keep]
 
     state = rule.init(params)
-    losses = np.empty(steps, dtype=np.float64)
+    losses = []  # grows with the steps done, not the steps asked for (a Ctrl-C may come first)
     for t, index in enumerate(batches(ops.backend.shape(X)[0], batch_size, steps, seed)):
         loss, grads = model._loss_and_grads(params, ops.take(X, index), ops.take(y, index), ops)
         loss = float(loss)
@@ -485,11 +485,11 @@ def fit(model, params, rule, X, y, steps, batch_size=None, penalty=None, seed=No
                 loss += float(penalty.penalty(sub))
             for k, g in penalty.grad(sub).items():
                 grads[k] = grads[k] + g
-        losses[t] = loss
+        losses.append(loss)
         if on_step is not None:
             on_step(t, loss, grads)
         params, state = rule.step(params, grads, state)
-    return params, losses
+    return params, np.asarray(losses, dtype=np.float64)
 
 
 def _check_fit_args(model, rule, penalty):
