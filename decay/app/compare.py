@@ -226,8 +226,9 @@ def train(backend, model, params0, rule, penalty, data, config, on_step=None):
     the trained weights as NumPy arrays and the per-step losses."""
     backend = get_backend(backend)
     params = {k: backend.tensor(v) for k, v in params0.items()}
-    params, losses = fit(model, params, rule, data.X_train, data.y_train, config.steps,
-                         batch_size=config.batch_size, penalty=penalty, on_step=on_step)
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported as such
+        params, losses = fit(model, params, rule, data.X_train, data.y_train, config.steps,
+                             batch_size=config.batch_size, penalty=penalty, on_step=on_step)
     return {k: backend.to_numpy(v) for k, v in params.items()}, losses.tolist()
 
 

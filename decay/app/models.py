@@ -163,7 +163,15 @@ class DenseModel:
         (what :func:`fit` calls every step)."""
         if ops.value_and_grad is None:
             return self._backprop(params, X, y, ops)
-        return ops.value_and_grad(lambda p: self._loss(self._forward(p, X, ops)[0][-1], y, ops), params)
+        if ops.compile is None:
+            return ops.value_and_grad(lambda p: self._loss(self._forward(p, X, ops)[0][-1], y, ops), params)
+        # TensorFlow: traced once per model (and batch shape), as Keras's fit does; eager,
+        # its Python overhead is most of the step on models this small.
+        compiled = self.__dict__.setdefault("_compiled", {})
+        if ops.backend.name not in compiled:
+            compiled[ops.backend.name] = ops.compile(
+                lambda p, X, y: ops.value_and_grad(lambda q: self._loss(self._forward(q, X, ops)[0][-1], y, ops), p))
+        return compiled[ops.backend.name](params, X, y)
 
     def _forward(self, params, X, ops):
         """Every layer's input (X, then each hidden activation, then the raw output) and
