@@ -21,6 +21,7 @@ from .. import __version__
 from ..errors import DecayError
 from ..tolerances import relative_error, rtol
 from . import compare, datasets, example, plots, preflight
+from .sweep import DEFAULT_GRID
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,10 +57,10 @@ _RULE_OPTIONS = {"optimizer": "--optimizer", "lr": "--lr", "weight_decay": "--we
                  "decay_mode": "--decay-mode", "schedule": "--schedule"}
 
 
-def _add_training_options(p, defaults: compare.Config):
+def _add_training_options(p, defaults: compare.Config, sweep: bool = False):
     p.add_argument("--backends", nargs="+", metavar="NAME",
-                   help="backends to run: numpy, torch, tensorflow (aliases np, pytorch, tf); "
-                        "default: every installed one")
+                   help="backends to run: numpy, torch, tensorflow (aliases np, pytorch, tf) "
+                        "(default: every installed one)")
     p.add_argument("--model", choices=compare.MODELS, default=defaults.model,
                    help=f"model to train (default: {defaults.model})")
     p.add_argument("--dataset", choices=datasets.NAMES, default=defaults.dataset,
@@ -68,9 +69,10 @@ def _add_training_options(p, defaults: compare.Config):
     p.add_argument("--optimizer", choices=compare.OPTIMIZERS, default=None,
                    help=f"update rule; momentum and nesterov use 0.9 (default: {defaults.optimizer})")
     p.add_argument("--lr", type=float, default=None, help=f"learning rate (default: {defaults.lr})")
-    p.add_argument("--weight-decay", type=float, default=None,
-                   help="PyTorch-convention coefficient lambda; in the loss it is L2(lambda/2) "
-                        f"(default: {defaults.weight_decay})")
+    if not sweep:  # sweep's weight decays are its --grid
+        p.add_argument("--weight-decay", type=float, default=None,
+                       help="PyTorch-convention coefficient lambda; in the loss it is L2(lambda/2) "
+                            f"(default: {defaults.weight_decay})")
     p.add_argument("--decay-mode", choices=compare.DECAY_MODES, default=None,
                    help=f"where the decay lives (default: {defaults.decay_mode})")
     p.add_argument("--schedule", choices=compare.SCHEDULES, default=None,
@@ -87,7 +89,7 @@ def _add_training_options(p, defaults: compare.Config):
 
 def _config(args, **extra) -> compare.Config:
     defaults = compare.Config()
-    rule = {name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
+    rule = {name: getattr(defaults, name) if getattr(args, name, None) is None else getattr(args, name)
             for name in _RULE_OPTIONS}
     return compare.Config(
         backends=args.backends, model=args.model, dataset=args.dataset, steps=args.steps,
@@ -273,9 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="choose weight decay by k-fold cross-validation over a grid",
                        description="k-fold cross-validation of the weight decay over a grid: mean/std "
                                    "validation loss per lambda, the best lambda, and the train-test gap.")
-    _add_training_options(p, replace_defaults(defaults, steps=1000))
+    _add_training_options(p, defaults, sweep=True)
     p.add_argument("--grid", nargs="+", type=float, default=None, metavar="LAMBDA",
-                   help="weight decays to try (default: 0 and 1e-4 .. 0.3)")
+                   help=f"weight decays to try (default: {' '.join(f'{v:g}' for v in DEFAULT_GRID)})")
     p.add_argument("--folds", type=int, default=5, help="k of k-fold (default: 5)")
     p.set_defaults(func=_cmd_sweep, flags=p.flags)
 
@@ -314,12 +316,6 @@ def _version() -> str:
     return "\n".join(lines)
 
 
-def replace_defaults(config: compare.Config, **changes) -> compare.Config:
-    from dataclasses import replace
-
-    return replace(config, **changes)
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -330,8 +326,6 @@ def main(argv=None) -> int:
         argv = ["compare"] + argv  # the default command takes its options directly
     args = parser.parse_args(argv)
     if args.command == "sweep" and args.grid is None:
-        from .sweep import DEFAULT_GRID
-
         args.grid = DEFAULT_GRID
     with _native_stderr_silenced():
         try:
