@@ -63,6 +63,7 @@ from ..rules import Rule
 from .model_functions import ops_for
 
 TASKS = ("regression", "binary", "multiclass")
+_COMPILED = {}  # (backend, repr(model)) -> the compiled loss and gradient: repr names the architecture
 ACTIVATIONS = ("tanh", "relu")
 DTYPES = ("float32", "float64")
 
@@ -165,13 +166,13 @@ class DenseModel:
             return self._backprop(params, X, y, ops)
         if ops.compile is None:
             return ops.value_and_grad(lambda p: self._loss(self._forward(p, X, ops)[0][-1], y, ops), params)
-        # TensorFlow: traced once per model (and batch shape), as Keras's fit does; eager,
-        # its Python overhead is most of the step on models this small.
-        compiled = self.__dict__.setdefault("_compiled", {})
-        if ops.backend.name not in compiled:
-            compiled[ops.backend.name] = ops.compile(
+        # TensorFlow: traced once per architecture (and batch shape), as Keras's fit does;
+        # eager, its Python overhead is most of the step on models this small.
+        key = (ops.backend.name, repr(self))
+        if key not in _COMPILED:
+            _COMPILED[key] = ops.compile(
                 lambda p, X, y: ops.value_and_grad(lambda q: self._loss(self._forward(q, X, ops)[0][-1], y, ops), p))
-        return compiled[ops.backend.name](params, X, y)
+        return _COMPILED[key](params, X, y)
 
     def _forward(self, params, X, ops):
         """Every layer's input (X, then each hidden activation, then the raw output) and
