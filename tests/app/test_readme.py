@@ -90,3 +90,32 @@ def test_links_to_docs_exist():
             if target.endswith("guarantees.md"):
                 continue
             assert (base / target).exists(), f"{page} links to {target}, which does not exist"
+
+
+def _comparable(text):
+    """The table without what varies between machines: ms per step, and the size of
+    round-off differences (1.2e-16); losses, norms, exactness and verdicts stay."""
+    lines = []
+    for line in text.strip().splitlines():
+        line = re.sub(r"\s+[\d.]+$", "", line) if re.match(r"^(numpy|torch|tensorflow) ", line) else line
+        lines.append(re.sub(r"\d\.\de-\d\d", "<round-off>", line))
+    return lines
+
+
+@needs_backends("torch", "tensorflow", why="the page shows the default run on every backend with --natives")
+def test_command_line_page_shows_the_default_run():
+    # The one run at the default 1,000 steps: it must exit 0 (agree) and print what the page shows.
+    import torch
+
+    from decay.app import compare
+
+    threads = torch.get_num_threads()
+    try:
+        compare.limit_threads(["torch"])
+        result = compare.run(compare.Config(natives=True), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    page = (ROOT / "docs" / "command-line.md").read_text(encoding="utf-8")
+    shown = re.search(r"```text\n\$ python -m decay --natives --plot docs/compare.png\n(.*?)\n```", page, re.S)
+    assert result.agree and not result.diverged
+    assert _comparable(compare.format_table(result)) == _comparable(shown.group(1))
