@@ -5,10 +5,8 @@ optimizer, parsed without evaluating anything."""
 
 import itertools
 
-import numpy as np
 import pytest
 
-import decay
 from decay.app import compare, native
 from decay.app.model_functions import ops_for
 from decay.errors import DecayError
