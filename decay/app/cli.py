@@ -331,7 +331,9 @@ def main(argv=None) -> int:
         try:
             return args.func(args)
         except DecayError as exc:
-            print(f"decay: error: {_with_flags(str(exc), args.flags)}", file=sys.stderr)
+            message = str(exc)  # --native's text names its own settings, not the flags
+            print(f"decay: error: {message if message.startswith('--native') else _with_flags(message, args.flags)}",
+                  file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             return 130  # what was finished is printed (and written) where it stopped
