@@ -68,7 +68,9 @@ def _add_training_options(p, defaults: compare.Config, sweep: bool = False):
                         f"(pip install 'decay[datasets]') (default: {defaults.dataset})")
     p.add_argument("--optimizer", choices=compare.OPTIMIZERS, default=None,
                    help=f"update rule; momentum and nesterov use 0.9 (default: {defaults.optimizer})")
-    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default: {defaults.lr})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default: {defaults.lr}; {compare.DEFAULT_LR['nesterov']} for nesterov, "
+                        "whose momentum is stable at smaller steps only)")
     if not sweep:  # sweep's weight decays are its --grid
         p.add_argument("--weight-decay", type=float, default=None,
                        help="PyTorch-convention coefficient lambda; in the loss it is L2(lambda/2) "
@@ -91,6 +93,8 @@ def _config(args, **extra) -> compare.Config:
     defaults = compare.Config()
     rule = {name: getattr(defaults, name) if getattr(args, name, None) is None else getattr(args, name)
             for name in _RULE_OPTIONS}
+    if getattr(args, "lr", None) is None:
+        rule["lr"] = compare.default_lr(rule["optimizer"])
     return compare.Config(
         backends=args.backends, model=args.model, dataset=args.dataset, steps=args.steps,
         batch_size=args.batch_size, dtype=args.dtype, seed=args.seed, **rule, **extra,

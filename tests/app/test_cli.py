@@ -349,6 +349,10 @@ def test_help_defaults_are_what_runs(command):
             assert shown == "the full training set" and config.batch_size is None
         elif dest == "grid":
             assert shown.split() == [f"{v:g}" for v in DEFAULT_GRID]
+        elif dest == "lr":
+            assert shown.startswith(f"{config.lr}; 0.05 for nesterov")
+            nesterov = _config(parser.parse_args(["--optimizer", "nesterov"]))
+            assert nesterov.lr == 0.05
         elif dest == "folds":
             assert shown == str(args.folds)
         else:
