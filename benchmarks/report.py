@@ -1,8 +1,8 @@
-"""The README's Performance tables, rendered from the JSON the benchmarks wrote.
+"""The Performance tables of docs/performance.md, rendered from the JSON the benchmarks wrote.
 
-Run: python benchmarks/report.py   (prints Markdown; paste it into README.md)
+Run: python benchmarks/report.py   (prints Markdown; paste it into docs/performance.md)
 
-tests/app/test_readme.py checks that every table printed here appears in the README, so
+tests/app/test_readme.py checks that every table printed here appears in that page, so
 the numbers there are the measured ones.
 """
 

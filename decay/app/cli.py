@@ -13,13 +13,15 @@ import json
 import os
 import re
 import sys
+from dataclasses import asdict
 
 import numpy as np
 
-from .. import available_backends
+from .. import __version__
 from ..errors import DecayError
 from ..tolerances import relative_error, rtol
-from . import compare, datasets, example, plots
+from . import compare, datasets, example, plots, preflight
+from .sweep import DEFAULT_GRID
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,43 +51,66 @@ def _with_flags(message: str, flags: dict) -> str:
 
 
 # -- compare ---------------------------------------------------------------------------------------
-def _add_training_options(p, defaults: compare.Config):
+# Options that --native replaces: their defaults are filled in after parsing, so that
+# an explicit one next to --native is refused rather than ignored.
+_RULE_OPTIONS = {"optimizer": "--optimizer", "lr": "--lr", "weight_decay": "--weight-decay",
+                 "decay_mode": "--decay-mode", "schedule": "--schedule"}
+
+
+def _add_training_options(p, defaults: compare.Config, sweep: bool = False):
     p.add_argument("--backends", nargs="+", metavar="NAME",
-                   help="backends to run: numpy, torch, tensorflow, jax (aliases np, pytorch, tf, jnp); "
-                        "default: every installed one but jax (its model steps run op by op, ~100 ms each)")
+                   help="backends to run: numpy, torch, tensorflow, jax (aliases np, pytorch, tf, jnp); jax "
+                        "only when named, its model steps run op by op (default: every installed one but jax)")
     p.add_argument("--model", choices=compare.MODELS, default=defaults.model,
                    help=f"model to train (default: {defaults.model})")
     p.add_argument("--dataset", choices=datasets.NAMES, default=defaults.dataset,
-                   help=f"data set; 'sine' ships with decay, the others need scikit-learn (default: {defaults.dataset})")
-    p.add_argument("--optimizer", choices=compare.OPTIMIZERS, default=defaults.optimizer,
+                   help="data set; 'sine' ships with decay, the others with scikit-learn "
+                        f"(pip install 'decay[datasets]') (default: {defaults.dataset})")
+    p.add_argument("--optimizer", choices=compare.OPTIMIZERS, default=None,
                    help=f"update rule; momentum and nesterov use 0.9 (default: {defaults.optimizer})")
-    p.add_argument("--lr", type=float, default=defaults.lr, help=f"learning rate (default: {defaults.lr})")
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
-                   help="PyTorch-convention coefficient lambda; in the loss it is L2(lambda/2) "
-                        f"(default: {defaults.weight_decay})")
-    p.add_argument("--decay-mode", choices=compare.DECAY_MODES, default=defaults.decay_mode,
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default: {defaults.lr}; {compare.DEFAULT_LR['nesterov']} for nesterov, "
+                        "whose momentum is stable at smaller steps only)")
+    if not sweep:  # sweep's weight decays are its --grid
+        p.add_argument("--weight-decay", type=float, default=None,
+                       help="PyTorch-convention coefficient lambda; in the loss it is L2(lambda/2) "
+                            f"(default: {defaults.weight_decay})")
+    p.add_argument("--decay-mode", choices=compare.DECAY_MODES, default=None,
                    help="where the decay lives; cautious, corrected and toward-init are decoupled decay "
                         "in the variants no framework ships (masked by sign agreement; scaled by "
                         f"lr_t^2/lr_max; toward the initial weights) (default: {defaults.decay_mode})")
-    p.add_argument("--schedule", choices=compare.SCHEDULES, default=defaults.schedule,
+    p.add_argument("--schedule", choices=compare.SCHEDULES, default=None,
                    help=f"learning-rate schedule (default: {defaults.schedule})")
     p.add_argument("--steps", type=int, default=defaults.steps, help=f"updates (default: {defaults.steps})")
     p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the full training set)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=defaults.dtype,
                    help=f"parameter dtype (default: {defaults.dtype})")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="initial weights' seed (default: 0)")
-    p.add_argument("--report", metavar="FILE.json", help="write the results as JSON (schema in the README)")
-    p.add_argument("--plot", metavar="FILE.png", help="write a plot (needs matplotlib)")
+    p.add_argument("--seed", type=int, default=defaults.seed, help=f"initial weights' seed (default: {defaults.seed})")
+    p.add_argument("--report", metavar="FILE.json", help="write the results as JSON (schema in docs/command-line.md)")
+    p.add_argument("--plot", metavar="FILE.png", help="write a plot (needs matplotlib: pip install 'decay[plot]')")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _config(args, **extra) -> compare.Config:
+    defaults = compare.Config()
+    rule = {name: getattr(defaults, name) if getattr(args, name, None) is None else getattr(args, name)
+            for name in _RULE_OPTIONS}
+    if getattr(args, "lr", None) is None:
+        rule["lr"] = compare.default_lr(rule["optimizer"])
     return compare.Config(
-        backends=args.backends, model=args.model, dataset=args.dataset, optimizer=args.optimizer,
-        lr=args.lr, weight_decay=args.weight_decay, decay_mode=args.decay_mode, schedule=args.schedule,
-        steps=args.steps, batch_size=args.batch_size, dtype=args.dtype, seed=args.seed,
-        monitor=getattr(args, "monitor", False), **extra,
+        backends=args.backends, model=args.model, dataset=args.dataset, steps=args.steps,
+        batch_size=args.batch_size, dtype=args.dtype, seed=args.seed, monitor=getattr(args, "monitor", False),
+        **rule, **extra,
     )
+
+
+def _check_outputs(args) -> None:
+    """Output files and the plotting package, before any work (exit 2)."""
+    if args.report:
+        preflight.output_path("--report", args.report)
+    if args.plot:
+        preflight.output_path("--plot", args.plot, plots.SUFFIXES)
+        preflight.package("matplotlib")
 
 
 def _write_json(path, data):
@@ -95,7 +120,23 @@ def _write_json(path, data):
 
 
 def _cmd_compare(args) -> int:
-    result = compare.run(_config(args, natives=args.natives), progress=not args.quiet)
+    if args.native:
+        given = [flag for name, flag in _RULE_OPTIONS.items() if getattr(args, name) is not None]
+        if given or args.natives:
+            raise DecayError(f"--native sets the optimizer and adds the frameworks' rows; drop "
+                             f"{', '.join(given + (['--natives'] if args.natives else []))}.")
+    config = _config(args, natives=args.natives, native=args.native)
+    _check_outputs(args)
+    names, _ = compare.prepare(config)
+    compare.limit_threads(names)
+    bar = compare.Progress(not args.quiet)
+    try:
+        result = compare.run(config, progress=bar)
+    except KeyboardInterrupt:
+        bar.close()
+        _interrupted(args, bar, {"schema": compare.SCHEMA, "config": asdict(config),
+                                 "rows": [_row_json(row) for row in bar.rows]})
+        raise
     print(compare.format_table(result))
     if args.report:
         _write_json(args.report, result.to_json())
@@ -104,10 +145,38 @@ def _cmd_compare(args) -> int:
     return 0 if result.agree else 1
 
 
+def _row_json(row) -> dict:
+    data = asdict(row)
+    data.pop("params")
+    return data
+
+
+def _interrupted(args, bar, report) -> None:
+    """Ctrl-C: say where the run stopped, and write what is finished when a report was
+    asked for (``"interrupted"`` says where)."""
+    where = f"step {bar.step} of {bar.steps} ({bar.label})"
+    print(f"decay: interrupted at {where}", file=sys.stderr)
+    if args.report:
+        report["interrupted"] = {"label": bar.label, "step": bar.step, "steps": bar.steps}
+        _write_json(args.report, report)
+        print(f"decay: partial report written to {args.report}", file=sys.stderr)
+
+
 def _cmd_sweep(args) -> int:
     from . import sweep
 
-    result = sweep.run(_config(args), grid=args.grid, folds=args.folds)
+    config = _config(args)
+    _check_outputs(args)
+    names, _ = compare.prepare(config)
+    compare.limit_threads(names)
+    bar = compare.Progress(not args.quiet)
+    try:
+        result = sweep.run(config, grid=args.grid, folds=args.folds, progress=bar)
+    except KeyboardInterrupt:
+        bar.close()
+        _interrupted(args, bar, {"schema": sweep.SCHEMA, "config": asdict(config), "folds": args.folds,
+                                 "points": [dict(asdict(p), gap=p.gap) for p in bar.rows]})
+        raise
     print(sweep.format_table(result))
     if args.report:
         _write_json(args.report, result.to_json())
@@ -142,7 +211,7 @@ def _cmd_convert(args) -> int:
 
 # -- example -----------------------------------------------------------------------------------------
 def _cmd_example(args) -> int:
-    backends = args.backends or available_backends()
+    backends = preflight.backends(args.backends)
     expected = example.closed_form()
     print(
         f"The article's example: x0={list(example.X0)}, loss sum(x^2), L2 lambda={example.LAM}, "
@@ -191,16 +260,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Weight decay defined once, with the same numbers on NumPy, PyTorch and TensorFlow. "
                     "Without a command, runs `compare` on the built-in data set.",
     )
+    parser.add_argument("--version", action="store_true", help="print the version and the installed backends")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     defaults = compare.Config()
 
     p = sub.add_parser("compare", help="train the same model on every backend and compare (the default)",
                        description="Train the same model from the same initial weights on every installed "
                                    "backend and print train/test loss, |theta|, the largest difference to the "
-                                   "reference backend and ms per step. Exits 1 when backends disagree.")
+                                   "reference backend and ms per step. The verdict comes from replaying "
+                                   "NumPy's gradients through every row: exit 1 when decay's update differs "
+                                   "between backends or the training diverges; the drift of the trajectories "
+                                   "is reported and does not fail the run.")
     _add_training_options(p, defaults)
     p.add_argument("--natives", action="store_true",
-                   help="add rows for each framework's own optimizer, configured through decay.convert")
+                   help="add rows for each installed framework's own optimizer, configured through decay.to_native")
+    p.add_argument("--native", metavar="'OPTIMIZER(...)'",
+                   help="your own optimizer, as in your code, e.g. \"torch.optim.AdamW(lr=1e-3, "
+                        "weight_decay=0.05)\" or \"keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)\" "
+                        "(parsed, never evaluated): trained natively, as decay's equivalent on every backend, "
+                        "and as the other framework's equivalent")
     p.add_argument("--monitor", action="store_true",
                    help="record per-layer weight norms and gradient-norm/weight-norm ratios of the first "
                         "backend's run, in the JSON report and the plot")
@@ -209,9 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="choose weight decay by k-fold cross-validation over a grid",
                        description="k-fold cross-validation of the weight decay over a grid: mean/std "
                                    "validation loss per lambda, the best lambda, and the train-test gap.")
-    _add_training_options(p, replace_defaults(defaults, steps=1000))
+    _add_training_options(p, defaults, sweep=True)
     p.add_argument("--grid", nargs="+", type=float, default=None, metavar="LAMBDA",
-                   help="weight decays to try (default: 0 and 1e-4 .. 0.3)")
+                   help=f"weight decays to try (default: {' '.join(f'{v:g}' for v in DEFAULT_GRID)})")
     p.add_argument("--folds", type=int, default=5, help="k of k-fold (default: 5)")
     p.set_defaults(func=_cmd_sweep, flags=p.flags)
 
@@ -244,10 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def replace_defaults(config: compare.Config, **changes) -> compare.Config:
-    from dataclasses import replace
-
-    return replace(config, **changes)
+def _version() -> str:
+    """``decay --version``: decay's version, then every backend with its framework's
+    version, or the extra that installs it."""
+    lines = [f"decay {__version__}"]
+    for name, version, extra in preflight.versions():
+        lines.append(f"  {name:<11} {version}" if version else
+                     f"  {name:<11} not installed ({preflight.install_hint(extra)})")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -256,21 +338,24 @@ def main(argv=None) -> int:
     os.environ.setdefault("JAX_ENABLE_X64", "1")
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:
+        print(_version())
+        return 0
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["compare"] + argv  # the default command takes its options directly
     args = parser.parse_args(argv)
     if args.command == "sweep" and args.grid is None:
-        from .sweep import DEFAULT_GRID
-
         args.grid = DEFAULT_GRID
     with _native_stderr_silenced():
         try:
             return args.func(args)
         except DecayError as exc:
-            print(f"decay: error: {_with_flags(str(exc), args.flags)}", file=sys.stderr)
+            message = str(exc)  # --native's text names its own settings, not the flags
+            print(f"decay: error: {message if message.startswith('--native') else _with_flags(message, args.flags)}",
+                  file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            return 130
+            return 130  # what was finished is printed (and written) where it stopped
         except Exception as exc:  # a real failure: say what, keep it to one line plus the type
             print(f"decay: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1

@@ -11,18 +11,17 @@ float64 on the final weights), so the table compares training, not evaluation co
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .. import L2, adam, available_backends, get_backend, lamb, lion, muon, schedules, sgd, to_native
+from .. import L2, adam, get_backend, lamb, lion, muon, schedules, sgd
 from .. import rules as _rules
 from ..errors import DecayError
 from ..tolerances import relative_error, rtol
-from . import datasets, monitor
+from . import datasets, monitor, native, preflight
 from .models import MLP, LinearRegression, LogisticRegression, fit
 
 MODELS = ("mlp", "linear", "logistic")
@@ -31,7 +30,15 @@ CLASSIC_OPTIMIZERS = ("rmsprop", "adagrad", "adadelta", "adamax", "nadam", "rada
 OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov") + CLASSIC_OPTIMIZERS + ("lion", "lamb", "muon")
 DECAY_MODES = ("loss", "coupled", "decoupled") + monitor.VARIANT_MODES
 SCHEDULES = ("constant", "cosine", "step", "exponential", "warmup-cosine")
-SCHEMA = "decay.compare/1"
+SCHEMA = "decay.compare/2"
+# The command line's lr when none is given. Nesterov's momentum is stable only at smaller
+# steps (lr·L < 2(1+μ)/(1+2μ) on a quadratic, against 2(1+μ) for heavy ball): at 0.1 it
+# diverges on the built-in data set with a constant lr.
+DEFAULT_LR = {"nesterov": 0.05}
+
+
+def default_lr(optimizer: str) -> float:
+    return DEFAULT_LR.get(optimizer, Config.lr)
 
 
 @dataclass
@@ -51,6 +58,7 @@ class Config:
     dtype: str = "float64"
     seed: int = 0
     natives: bool = False
+    native: str | None = None  # --native "torch.optim.AdamW(...)": the user's own optimizer
     hidden: int = 32
     monitor: bool = False  # per-layer norms of the reference run (decay/app/monitor.py)
 
@@ -63,12 +71,15 @@ class Row:
     train_loss: float
     test_loss: float
     param_norm: float
-    max_abs_diff: float
-    relative_error: float
+    max_abs_diff: float  # trained weights against the reference row's
+    relative_error: float  # the same, relative: the drift of the trajectories
     ms_per_step: float
     losses: list = field(repr=False)
-    exact: bool | None = None
+    exact: bool | None = None  # natives: what the conversion claims
     note: str = ""
+    finite: bool = True  # every loss and weight finite
+    diverged_at: int | None = None  # the first step whose loss is not finite
+    same_gradients: float | None = None  # relative difference to NumPy's decay, fed NumPy's gradients
     params: dict = field(default=None, repr=False)
 
 
@@ -78,9 +89,12 @@ class Result:
     rows: list
     reference: str
     tolerance: float
-    agree: bool
+    agree: bool  # decay's update agrees on every backend given the same gradients, all finite
     dataset_description: str
-    replay_error: float | None = None  # decay's update on identical gradients, when run
+    replay_error: float | None = None  # the largest same_gradients of decay's rows
+    drift: float = 0.0  # the largest relative_error of decay's rows
+    diverged: bool = False  # some row's losses or weights are not finite
+    missing: list = field(default_factory=list)  # (backend, pip extra) not installed, not run
     # For the plot of a 1-D data set: the model trained without decay (NumPy).
     undecayed: dict = field(default=None, repr=False)
     model: object = field(default=None, repr=False)
@@ -100,7 +114,10 @@ class Result:
             "reference": self.reference,
             "tolerance": self.tolerance,
             "agree": self.agree,
+            "diverged": self.diverged,
             "replay_relative_error": self.replay_error,
+            "drift": self.drift,
+            "not_installed": {name: preflight.install_hint(extra) for name, extra in self.missing},
             "rows": rows,
             **({"monitor": self.monitor} if self.monitor is not None else {}),
         }
@@ -195,22 +212,32 @@ def validate(config: Config) -> None:
         raise DecayError(f"--batch-size must be >= 1. Received: {config.batch_size!r}.")
     if config.seed < 0:
         raise DecayError(f"--seed must be >= 0. Received: {config.seed!r}.")
+    task = datasets.TASKS[config.dataset]
+    if config.model == "linear" and task != "regression":
+        raise DecayError(f"--model linear is for regression; {config.dataset!r} is {task}. Use --model logistic.")
+    if config.model == "logistic" and task == "regression":
+        raise DecayError(f"--model logistic is for classification; {config.dataset!r} is regression. "
+                         "Use --model linear.")
+    if config.dataset != "sine":
+        preflight.package("sklearn", f"--dataset {config.dataset}")
 
 
 # -- training: models.fit on every backend ------------------------------------------------------
-class _Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
+class Progress:
+    """Where the run is (``label``, ``step``, the finished ``rows``), for a Ctrl-C to
+    report, and a one-line progress bar on stderr when stderr is a terminal."""
 
-    def __init__(self, total, enabled):
-        self.total, self.done = total, 0
+    def __init__(self, enabled=True):
         self.enabled = enabled and sys.stderr.isatty()
-        self.label = ""
+        self.total, self.done, self.step, self.steps = 1, 0, 0, 0
+        self.label, self.rows = "", []
 
-    def start(self, label):
-        self.label = label
+    def start(self, label, steps):
+        self.label, self.step, self.steps = label, 0, steps
 
     def advance(self, *_):  # also models.fit's on_step(t, loss, grads)
         self.done += 1
+        self.step += 1
         if self.enabled and (self.done % 25 == 0 or self.done == self.total):
             width = 30
             filled = int(width * self.done / self.total)
@@ -230,201 +257,255 @@ def train(backend, model, params0, rule, penalty, data, config, on_step=None):
     the trained weights as NumPy arrays and the per-step losses."""
     backend = get_backend(backend)
     params = {k: backend.tensor(v) for k, v in params0.items()}
-    params, losses = fit(model, params, rule, data.X_train, data.y_train, config.steps,
-                         batch_size=config.batch_size, penalty=penalty, on_step=on_step)
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported as such
+        params, losses = fit(model, params, rule, data.X_train, data.y_train, config.steps,
+                             batch_size=config.batch_size, penalty=penalty, on_step=on_step)
     return {k: backend.to_numpy(v) for k, v in params.items()}, losses.tolist()
 
 
-class _NativeOptimizer:
-    """A framework's own optimizer, built by decay's conversion, behind a rule's
-    init/step, so that its row trains through the same :func:`train` as decay's rows."""
+def limit_threads(backends) -> None:
+    """One intra-op thread for the frameworks: the models here are tiny, and a pool of
+    threads per framework spends more time waiting for busy cores than computing
+    (measured on a busy 2-core machine: torch 21-39 ms per step with its default pool,
+    0.65 ms with one thread). Process-wide, so only the command line calls it."""
+    if "torch" in backends:
+        import torch
 
-    def __init__(self, conversion):
-        self.conversion = conversion
+        torch.set_num_threads(1)
+    if "tensorflow" in backends:
+        import tensorflow as tf
 
-    def init(self, params):
-        if self.conversion.framework == "optax":
-            tx = self.conversion.build()
-            return tx, tx.init(params)
-        if self.conversion.framework == "torch":
-            built = self.conversion.build(list(params.values()))
-        else:
-            built = self.conversion.build(params)  # by name, for a mask
-        return built if isinstance(built, tuple) else (built, None)  # torch: (optimizer, lr scheduler)
-
-    def step(self, params, grads, state):
-        optimizer, scheduler = state
-        penalty = self.conversion.penalty
-        if penalty is not None:
-            # The conversion moved part of the decay into the loss (Keras: coupled decay
-            # is an L2 kernel regularizer). It is trained on but not reported, so the
-            # row's losses stay comparable with the decay rows'.
-            grads = {k: grads[k] + g for k, g in penalty.grad(params).items()}
-        if self.conversion.framework == "optax":  # functional: new params and state
-            import optax
-
-            tx, opt_state = state
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), (tx, opt_state)
-        if self.conversion.framework == "torch":
-            for param, grad in zip(params.values(), grads.values()):
-                param.grad = grad
-            optimizer.step()
-        else:
-            optimizer.apply_gradients(zip(grads.values(), params.values()))
-        if scheduler is not None:
-            scheduler.step()
-        return params, state
+        try:  # only possible before TensorFlow's runtime starts
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass
 
 
 # -- the job ----------------------------------------------------------------------------------------
-def run(config: Config, progress: bool = True) -> Result:
-    validate(config)
-    # JAX only when named: the models' steps run op by op there (not jitted), ~100x NumPy's.
-    names = config.backends or [n for n in available_backends() if n != "jax"]
-    backends = []
-    for name in names:
-        backend = get_backend(name)  # unknown or not installed: a DecayError naming the extra
-        if backend.name not in backends:
-            backends.append(backend.name)
+def run(config: Config, progress: Progress | bool = True) -> Result:
+    """Train every row, replay NumPy's gradients through every optimizer, compare.
+
+    Everything that can be refused is refused before a framework is imported: options,
+    backends, the data set's package, ``--native``'s text."""
+    names, spec = prepare(config)
+    bar = progress if isinstance(progress, Progress) else Progress(progress)
     data = datasets.load(config.dataset)
     model = build_model(config, data)
     params0 = model.init_params(config.seed, config.dtype)
-    rule, penalty = build_rule(config)
+    make_rule = (lambda: _rule_of(spec)) if spec is not None else (lambda: build_rule(config))
+    rule, penalty = make_rule()
 
-    # Muon's pair of rules has no one native optimizer to convert to (Keras's Muon's Adam differs).
-    conversions = _native_conversions(rule, backends) if config.natives and hasattr(rule, "decoupled") else []
-    bar = _Progress(config.steps * (len(backends) + len(conversions)), progress)
-    rows = []
-    runs = [(name, "decay", f"decay.{rule.get_config()['rule']}", rule) for name in backends]
-    runs += [(name, "native", label, _NativeOptimizer(conversion)) for name, conversion, label in conversions]
-    if config.monitor:
-        runs[0] = runs[0][:3] + (monitor.Monitored(rule),)
-    for name, kind, label, optimizer in runs:
-        bar.start(label if kind == "native" else f"decay on {name}")
+    runs = [(name, "decay", f"decay.{rule.get_config()['rule']}", lambda: make_rule()[0]) for name in names]
+    monitored = _monitor_first(config, runs, make_rule)
+    runs += _native_runs(config, spec, rule, names)
+    bar.total = config.steps * (len(runs) + 1)
+    for name, kind, label, factory in runs:
+        bar.start(label if kind == "native" else f"decay on {name}", config.steps)
+        optimizer = factory()
         start = time.perf_counter()
         params, losses = train(name, model, params0, optimizer, penalty, data, config, bar.advance)
         row = _row(name, kind, label, model, data, params, losses, time.perf_counter() - start, config.steps)
         if kind == "native":
-            row.exact = bool(optimizer.conversion.exact)
-            row.note = optimizer.conversion.reason or optimizer.conversion.note or ""
-        rows.append(row)
+            row.exact, row.note = optimizer.exact, optimizer.note
+        bar.rows.append(row)
+    rows = bar.rows
+    bar.start("same gradients", config.steps)
+    errors = _replay(model, params0, make_rule, penalty, data, config, runs, bar.advance)
     bar.close()
 
+    for row, error in zip(rows, errors):
+        row.same_gradients = error
+    decay_rows = [row for row in rows if row.kind == "decay"]
     result = Result(config, rows, rows[0].backend, rtol(config.dtype, config.steps), True, data.description,
                     model=model, data=data)
-    result.agree = _differences(rows, result.tolerance)
-    if config.monitor:
-        result.monitor = runs[0][3].to_json(runs[0][0])
-    if data.raw is not None and config.weight_decay > 0:
+    result.missing = preflight.missing_backends() if not config.backends else []
+    result.drift = _differences(rows)
+    result.diverged = not all(row.finite for row in rows)
+    result.replay_error = max(row.same_gradients for row in decay_rows)
+    result.agree = not result.diverged and result.replay_error <= result.tolerance
+    if monitored is not None:
+        result.monitor = monitored.to_json(runs[0][0])
+    if data.raw is not None and config.weight_decay > 0 and spec is None:
         plain_rule, _ = build_rule(replace(config, weight_decay=0.0))
         result.undecayed, _ = train("numpy", model, params0, plain_rule, None, data, config)
-    if not result.agree:
-        result.replay_error = _replay(model, params0, rule, penalty, data, config, backends)
     return result
 
 
-def _differences(rows, tolerance) -> bool:
-    """Fill in each row's difference to the first (the reference); whether every decay
-    row is within ``tolerance`` of it."""
+def prepare(config: Config):
+    """Check everything that needs no framework; ``(backend names, --native spec or None)``."""
+    validate(config)
+    names = preflight.backends(config.backends)
+    spec = native.parse(config.native) if config.native else None
+    if spec is not None and spec.backend not in names:
+        preflight.backends([spec.backend])  # not installed: the error names the extra
+        raise DecayError(f"--native {spec.label} trains on the {spec.backend} backend; add it to --backends.")
+    return names, spec
+
+
+def _rule_of(spec):
+    """The decay rule equal to the user's ``--native`` optimizer (no penalty in the loss)."""
+    from .. import from_native
+
+    return from_native(spec.construct()), None
+
+
+def _monitor_first(config, runs, make_rule):
+    """With ``--monitor``: the first row trains through a :class:`monitor.Monitored` rule
+    (its replay copy, made by the same factory later, is a plain rule). Returns it."""
+    if not config.monitor:
+        return None
+    monitored, plain = monitor.Monitored(make_rule()[0]), runs[0][3]
+    made = []
+
+    def factory():
+        made.append(None)
+        return monitored if len(made) == 1 else plain()
+
+    runs[0] = runs[0][:3] + (factory,)
+    return monitored
+
+
+def _native_runs(config, spec, rule, names):
+    """``(backend, "native", label, factory)`` for the rows of the frameworks' optimizers."""
+    runs = []
+    if spec is not None:
+        runs.append((spec.backend, "native", spec.label, lambda: native.NativeOptimizer.from_spec(spec)))
+    # Muon's pair of rules has no one native optimizer to convert to (Keras's Muon's Adam differs).
+    if (spec is not None or config.natives) and hasattr(rule, "decoupled"):
+        for name, optimizer, label in native.conversions(rule, names, skip={spec.framework} if spec else ()):
+            runs.append((name, "native", label, lambda optimizer=optimizer: optimizer))
+    return runs
+
+
+def _differences(rows) -> float:
+    """Fill in each row's difference to the first (the reference) and whether it is
+    finite; the largest relative difference of a finite decay row (the drift)."""
     reference = rows[0].params
     flat_ref = np.concatenate([reference[k].ravel() for k in reference])
-    agree = True
+    drift = 0.0
     for row in rows:
-        flat = np.concatenate([row.params[k].ravel() for k in reference])
-        row.max_abs_diff = float(np.max(np.abs(flat - flat_ref)))
+        flat = np.concatenate([row.params[k].ravel() for k in reference]).astype(np.float64)
+        losses = np.asarray(row.losses, dtype=np.float64)
+        row.finite = bool(np.all(np.isfinite(flat)) and np.all(np.isfinite(losses)))
+        bad = np.flatnonzero(~np.isfinite(losses))
+        row.diverged_at = int(bad[0]) if bad.size else None
+        with np.errstate(invalid="ignore", over="ignore"):
+            row.max_abs_diff = float(np.max(np.abs(flat - flat_ref)))
         row.relative_error = relative_error(flat, flat_ref)
-        if row.kind == "decay" and not row.relative_error <= tolerance:
-            agree = False
-    return agree
+        if row.kind == "decay" and row.finite:
+            drift = max(drift, row.relative_error)
+    return drift
 
 
-def _replay(model, params0, rule, penalty, data, config, backends) -> float:
-    """Tell decay's math from the frameworks' gradients: feed every backend the same
-    gradients (NumPy's, along NumPy's trajectory) and return the largest relative
-    difference of the final weights. Small means the update rules agree and the
-    trajectories drifted apart through each framework's own gradient round-off."""
-    recorded = []
-    params, _ = train("numpy", model, params0, rule, penalty, data, config,
-                      on_step=lambda t, loss, grads: recorded.append({k: g.copy() for k, g in grads.items()}))
-    expected = np.concatenate([v.ravel() for v in params.values()])
-    worst = 0.0
-    for name in backends:
+def _replay(model, params0, make_rule, penalty, data, config, runs, on_step=None) -> list:
+    """Tell decay's update from the frameworks' gradients: train on NumPy and feed each
+    step's gradients to a copy of every row's optimizer on its backend, in lockstep
+    (nothing is stored per step). Returns each row's relative difference to NumPy's
+    decay at the end (inf where not finite). Equal numbers here mean the update rules
+    agree, whatever the trajectories did."""
+    copies = []
+    for name, _, _, factory in runs:
         backend = get_backend(name)
         like = {k: backend.tensor(v) for k, v in params0.items()}
-        replay_state = rule.init(like)
-        for grads in recorded:
-            native_grads = {k: backend.tensor(g, variable=False) for k, g in grads.items()}
-            like, replay_state = rule.step(like, native_grads, replay_state)
-        got = np.concatenate([backend.to_numpy(like[k]).ravel() for k in params])
-        worst = max(worst, relative_error(got, expected))
-    return worst
+        optimizer = factory()
+        copies.append([backend, like, optimizer, optimizer.init(like)])
 
+    def feed(t, loss, grads):
+        for copy in copies:
+            backend, like, optimizer, state = copy
+            native_grads = {k: backend.tensor(np.asarray(g), variable=False) for k, g in grads.items()}
+            copy[1], copy[3] = optimizer.step(like, native_grads, state)
+        if on_step is not None:
+            on_step(t, loss, grads)
 
-def _native_conversions(rule, backends):
-    """(backend, conversion, label) for each framework's own optimizer that is installed."""
-    out = []
-    for framework, backend in (("torch", "torch"), ("keras", "tensorflow"), ("optax", "jax")):
-        if backend in backends:
-            conversion = to_native(rule, framework, strict=False)
-            # The label is the first constructor the code calls (an lr scheduler may follow).
-            out.append((backend, conversion, re.search(r"[\w.]+(?=\()", conversion.code).group()))
-    return out
+    expected, _ = train("numpy", model, params0, make_rule()[0], penalty, data, config, on_step=feed)
+    flat_expected = np.concatenate([v.ravel() for v in expected.values()])
+    errors = []
+    for backend, like, _, _ in copies:
+        got = np.concatenate([backend.to_numpy(like[k]).ravel() for k in expected]).astype(np.float64)
+        finite = np.all(np.isfinite(got)) and np.all(np.isfinite(flat_expected))
+        errors.append(relative_error(got, flat_expected) if finite else float("inf"))
+    return errors
 
 
 def _row(backend, kind, optimizer, model, data, params, losses, elapsed, steps) -> Row:
     evaluation = {k: v.astype(np.float64) for k, v in params.items()}
-    return Row(
-        backend=backend,
-        kind=kind,
-        optimizer=optimizer,
-        train_loss=model.loss(evaluation, data.X_train, data.y_train),
-        test_loss=model.loss(evaluation, data.X_test, data.y_test),
-        param_norm=float(np.sqrt(sum(float(np.sum(v * v)) for v in evaluation.values()))),
-        max_abs_diff=0.0,
-        relative_error=0.0,
-        ms_per_step=1000.0 * elapsed / steps,
-        losses=losses,
-        params=params,
-    )
+    with np.errstate(all="ignore"):  # a diverged row: its numbers are reported as they are
+        return Row(
+            backend=backend,
+            kind=kind,
+            optimizer=optimizer,
+            train_loss=model.loss(evaluation, data.X_train, data.y_train),
+            test_loss=model.loss(evaluation, data.X_test, data.y_test),
+            param_norm=float(np.sqrt(sum(float(np.sum(v * v)) for v in evaluation.values()))),
+            max_abs_diff=0.0,
+            relative_error=0.0,
+            ms_per_step=1000.0 * elapsed / steps,
+            losses=losses,
+            params=params,
+        )
+
+
+# -- the table ---------------------------------------------------------------------------------------
+def _number(value) -> str:
+    return "-" if value is None else ("0" if value == 0 else f"{value:.1e}")
 
 
 def format_table(result: Result) -> str:
     config = result.config
+    if config.native:
+        setting = f"optimizer: {config.native}"
+    else:
+        setting = (f"optimizer: {config.optimizer}, lr: {config.lr} ({config.schedule}), weight decay "
+                   f"{config.weight_decay} ({config.decay_mode}"
+                   + (", as L2(lambda/2) in the loss)" if config.decay_mode == "loss" else ")"))
     lines = [
         f"data: {result.dataset_description}",
-        f"model: {config.model}, optimizer: {config.optimizer}, lr: {config.lr} ({config.schedule}), "
-        f"weight decay {config.weight_decay} in the {config.decay_mode}"
-        + (" (as L2(lambda/2))" if config.decay_mode == "loss" else "")
-        + f", {config.steps} steps, {config.dtype}",
+        f"model: {config.model}, {setting}, {config.steps} steps, {config.dtype}",
         "",
         f"{'backend':<11} {'optimizer':<26} {'train loss':>11} {'test loss':>11} {'|theta|':>9} "
-        f"{'max|dtheta|':>12} {'ms/step':>8}",
+        f"{'drift':>8} {'same grads':>10} {'ms/step':>8}",
     ]
     for row in result.rows:
         lines.append(
             f"{row.backend:<11} {row.optimizer:<26} {row.train_loss:>11.6f} {row.test_loss:>11.6f} "
-            f"{row.param_norm:>9.4f} {row.max_abs_diff:>12.3e} {row.ms_per_step:>8.3f}"
+            f"{row.param_norm:>9.4f} {_number(row.relative_error):>8} {_number(row.same_gradients):>10} "
+            f"{row.ms_per_step:>8.3f}"
         )
-    lines.append("")
-    lines.append(
-        f"max|dtheta| is against {result.reference}. decay backends must agree to a relative "
-        f"{result.tolerance:.1e} ({config.dtype}, {config.steps} steps): "
-        + ("they do." if result.agree else "THEY DO NOT.")
-    )
-    if result.replay_error is not None:
-        same = result.replay_error <= result.tolerance
-        lines.append(
-            f"Given identical gradients, decay's update agrees across backends to {result.replay_error:.1e}"
-            + (
-                ": the drift comes from each framework's gradient round-off (BLAS summation order), "
-                "amplified by the training dynamics."
-                if same
-                else ": the update rules themselves differ - please report this."
-            )
-        )
-    for row in result.rows:
-        if row.kind == "native":
-            verdict = "exact" if row.exact else "not exact"
-            lines.append(f"{row.optimizer}: {verdict}" + (f" - {row.note}" if row.note else ""))
+    lines += ["", f"drift: the trained weights against {result.reference}'s; same grads: the same when every "
+                  f"row is fed NumPy's gradients (relative, after {config.steps} steps)."]
+    lines += _verdict(result)
+    if result.missing:
+        lines.append("not installed, not run: " + ", ".join(
+            f"{name} ({preflight.install_hint(extra)})" for name, extra in result.missing))
+        if config.natives:
+            lines.append("--natives adds the optimizers of installed frameworks only.")
     return "\n".join(lines)
+
+
+def _verdict(result: Result) -> list:
+    config, tol = result.config, result.tolerance
+    lines = []
+    for row in result.rows:
+        if not row.finite:
+            where = f"at step {row.diverged_at}" if row.diverged_at is not None else "in its weights"
+            lines.append(f"DIVERGED: {row.optimizer} on {row.backend} is not finite {where}.")
+    if result.diverged:
+        lines.append("The training diverged, so no agreement can be claimed (try a smaller --lr).")
+    elif result.agree:
+        lines.append(f"decay's update agrees on every backend: {_number(result.replay_error)} given the same "
+                     f"gradients (tolerance {tol:.1e}, {config.dtype}, {config.steps} steps).")
+    else:
+        lines.append(f"DECAY'S UPDATE DIFFERS between backends: {_number(result.replay_error)} given the same "
+                     f"gradients (tolerance {tol:.1e}). That is a bug in decay; please report it.")
+    if result.drift > tol and not result.diverged:
+        lines.append(f"The trajectories drift apart by up to {result.drift:.1e}: each framework computes the "
+                     "gradients with its own round-off, which training amplifies. This is not a difference "
+                     "in the update and does not fail the run.")
+    for row in result.rows:
+        if row.kind == "native" and row.finite:
+            verdict = "exact" if row.exact else "not exact"
+            lines.append(f"{row.optimizer}: {verdict}, {_number(row.same_gradients)} from decay given the same "
+                         "gradients" + (f" - {row.note}" if row.note else ""))
+    return lines

@@ -55,7 +55,7 @@ def _sklearn(loader_name):
     except ImportError:
         raise DecayError(
             "This data set ships with scikit-learn, which is not installed. "
-            "Install it with: pip install scikit-learn"
+            "Install it with: pip install 'decay[datasets]'"
         ) from None
     data = getattr(sk, loader_name)()
     X, y = np.asarray(data.data, dtype=np.float64), np.asarray(data.target)
@@ -82,6 +82,7 @@ _LOADERS = {
     "diabetes": (_diabetes, "scikit-learn diabetes: 10 features, standardized target, 221/221 split"),
 }
 NAMES = tuple(_LOADERS)
+TASKS = {"sine": "regression", "digits": "multiclass", "diabetes": "regression"}  # known before loading
 DEFAULT = "sine"
 
 

@@ -47,6 +47,7 @@ def _numpy():
         constant=lambda array, like: array,
         trainable=lambda x: x.copy(),  # NumPy has no autodiff: the models backpropagate by hand
         value_and_grad=None,
+        compile=None,
     )
 
 
@@ -74,6 +75,7 @@ def _torch():
         constant=lambda array, like: torch.as_tensor(array, device=like.device),
         trainable=lambda x: x.detach().clone().requires_grad_(True),
         value_and_grad=value_and_grad,
+        compile=None,  # eager torch is fast enough on these models
     )
 
 
@@ -99,6 +101,7 @@ def _tensorflow():
         constant=lambda array, like: tf.constant(array),
         trainable=lambda x: tf.Variable(x),
         value_and_grad=value_and_grad,
+        compile=lambda fn: tf.function(fn, reduce_retracing=True),  # a graph function of (params, X, y)
     )
 
 

@@ -63,6 +63,7 @@ from ..rules import Rule
 from .model_functions import ops_for
 
 TASKS = ("regression", "binary", "multiclass")
+_COMPILED = {}  # (backend, repr(model)) -> the compiled loss and gradient: repr names the architecture
 ACTIVATIONS = ("tanh", "relu")
 DTYPES = ("float32", "float64")
 
@@ -163,7 +164,15 @@ class DenseModel:
         (what :func:`fit` calls every step)."""
         if ops.value_and_grad is None:
             return self._backprop(params, X, y, ops)
-        return ops.value_and_grad(lambda p: self._loss(self._forward(p, X, ops)[0][-1], y, ops), params)
+        if ops.compile is None:
+            return ops.value_and_grad(lambda p: self._loss(self._forward(p, X, ops)[0][-1], y, ops), params)
+        # TensorFlow: traced once per architecture (and batch shape), as Keras's fit does;
+        # eager, its Python overhead is most of the step on models this small.
+        key = (ops.backend.name, repr(self))
+        if key not in _COMPILED:
+            _COMPILED[key] = ops.compile(
+                lambda p, X, y: ops.value_and_grad(lambda q: self._loss(self._forward(q, X, ops)[0][-1], y, ops), p))
+        return _COMPILED[key](params, X, y)
 
     def _forward(self, params, X, ops):
         """Every layer's input (X, then each hidden activation, then the raw output) and
@@ -475,7 +484,7 @@ def fit(model, params, rule, X, y, steps, batch_size=None, penalty=None, seed=No
         penalized = [k for k, keep in zip(params, decayed) if keep]
 
     state = rule.init(params)
-    losses = np.empty(steps, dtype=np.float64)
+    losses = []  # grows with the steps done, not the steps asked for (a Ctrl-C may come first)
     for t, index in enumerate(batches(ops.backend.shape(X)[0], batch_size, steps, seed)):
         loss, grads = model._loss_and_grads(params, ops.take(X, index), ops.take(y, index), ops)
         loss = float(loss)
@@ -485,11 +494,11 @@ def fit(model, params, rule, X, y, steps, batch_size=None, penalty=None, seed=No
                 loss += float(penalty.penalty(sub))
             for k, g in penalty.grad(sub).items():
                 grads[k] = grads[k] + g
-        losses[t] = loss
+        losses.append(loss)
         if on_step is not None:
             on_step(t, loss, grads)
         params, state = rule.step(params, grads, state)
-    return params, losses
+    return params, np.asarray(losses, dtype=np.float64)
 
 
 def _check_fit_args(model, rule, penalty):

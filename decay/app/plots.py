@@ -7,6 +7,8 @@ import numpy as np
 
 from ..errors import DecayError
 
+SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")  # formats matplotlib writes without extra packages
+
 
 def _pyplot():
     try:

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from .. import get_backend
 from ..errors import DecayError
 from . import compare, datasets
 
@@ -61,42 +60,48 @@ def fold_indices(n: int, k: int, seed: int):
     return [(np.concatenate(parts[:i] + parts[i + 1 :]), parts[i]) for i in range(k)]
 
 
-def _train(name, model, config, data, params0):
+def _train(name, model, config, data, params0, on_step=None):
     rule, penalty = compare.build_rule(config)
-    params, _ = compare.train(name, model, params0, rule, penalty, data, config)
+    params, _ = compare.train(name, model, params0, rule, penalty, data, config, on_step)
     return {k: v.astype(np.float64) for k, v in params.items()}
 
 
-def run(config: compare.Config, grid=DEFAULT_GRID, folds: int = 5) -> SweepResult:
-    compare.validate(config)
+def run(config: compare.Config, grid=DEFAULT_GRID, folds: int = 5, progress=None) -> SweepResult:
+    """Cross-validate every λ of ``grid`` on each backend of ``config`` (default: every
+    installed one, as ``compare``). ``progress`` (a :class:`compare.Progress`) follows
+    the trainings and collects the finished points."""
     grid = [float(v) for v in grid]
     if not grid or any(not np.isfinite(v) or v < 0 for v in grid):
         raise DecayError(f"--grid must hold finite weight decays >= 0. Received: {grid}.")
-    names = [get_backend(n).name for n in (config.backends or ["numpy"])]
+    names, _ = compare.prepare(config)
     data = datasets.load(config.dataset)
     model = compare.build_model(config, data)
     params0 = model.init_params(config.seed, config.dtype)
     splits = fold_indices(len(data.y_train), folds, config.seed)
-    points, best = [], {}
+    bar = progress if progress is not None else compare.Progress(False)
+    bar.total = config.steps * len(names) * len(grid) * (folds + 1)
+    points, best = bar.rows, {}
     for name in names:
         for lam in grid:
             run_config = replace(config, weight_decay=lam)
+            bar.start(f"sweep {name} lambda={lam:g}", config.steps * (folds + 1))
             scores = []
             for train_idx, val_idx in splits:
                 part = data._replace(
                     X_train=data.X_train[train_idx], y_train=data.y_train[train_idx],
                     X_test=data.X_train[val_idx], y_test=data.y_train[val_idx],
                 )
-                params = _train(name, model, run_config, part, params0)
+                params = _train(name, model, run_config, part, params0, bar.advance)
                 scores.append(model.loss(params, part.X_test, part.y_test))
-            params = _train(name, model, run_config, data, params0)
+            params = _train(name, model, run_config, data, params0, bar.advance)
             points.append(Point(
                 name, lam, float(np.mean(scores)), float(np.std(scores)),
                 model.loss(params, data.X_train, data.y_train), model.loss(params, data.X_test, data.y_test),
             ))
         mine = [p for p in points if p.backend == name]
         best[name] = min(mine, key=lambda p: p.val_mean).weight_decay
-    return SweepResult(config, folds, points, best)
+    bar.close()
+    return SweepResult(config, folds, list(points), best)
 
 
 def format_table(result: SweepResult) -> str:

@@ -30,14 +30,15 @@ def _keras_float32_note(names: str, measured: str) -> str:
         f"Keras casts {names} to float32 before using them (and computes its lr schedules in "
         "float32): the weights equal decay's to float64 round-off when those values are "
         f"exactly representable in float32 (e.g. 0.03125), otherwise to float32 rounding "
-        f"({measured} relative after 100 steps, measured)."
+        f"(measured after 100 steps: {measured})."
     )
 
 
-KERAS_SGD_NOTE = _keras_float32_note("learning_rate, weight_decay and momentum", "9e-8 with lr 0.1, momentum 0.9")
+KERAS_SGD_NOTE = _keras_float32_note("learning_rate, weight_decay and momentum",
+                                     "9e-8 relative with lr 0.1 and momentum 0.9")
 KERAS_ADAM_NOTE = _keras_float32_note(
     "learning_rate, weight_decay and beta_1/beta_2 in the bias correction",
-    "2.7e-6 with lr 0.01, beta_2 0.999: 1 − β2^k is off by 1e-5 relative at k = 100",
+    "2.7e-6 relative with lr 0.01 and beta_2 0.999, where 1 − β2^k is off by 1e-5 at k = 100",
 )
 
 _SCHEDULES = "keras.optimizers.schedules."
