@@ -314,7 +314,7 @@ class Optimizer(torch.optim.Optimizer):
             if not isinstance(group, dict) or len(group.get("params", ())) != len(mine["params"]):
                 raise DecayError(f"Param group {index} of the state to load does not have this group's parameters.")
             hyper = self.rule.check_group({k: group.get(k, mine[k]) for k in self.rule.hyper_names})
-            wanted = {"step", *self.rule.slot_names(hyper)}
+            wanted = {"step", *self.rule.state_slot_names(hyper)}
             for saved_id, p in zip(group["params"], mine["params"]):
                 entry = saved.get(saved_id)
                 if entry is None:

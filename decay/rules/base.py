@@ -426,7 +426,7 @@ class Rule:
             )
         _check_count(state)
         _check_made_by(self, state)
-        needed = {s for h in self.hyper_sets() for s in self.slot_names(h)}
+        needed = {s for h in self.hyper_sets() for s in self.state_slot_names(h)}
         if not isinstance(state.slots, dict) or set(state.slots) != needed:
             got = sorted(state.slots) if isinstance(state.slots, dict) else state.slots
             raise DecayError(

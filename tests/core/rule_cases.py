@@ -124,6 +124,26 @@ def _modes(rule_name: str, first: bool) -> tuple:
     return tuple(m for m in SHORT_MODES if m in allowed) or allowed[:2]
 
 
+# On the compiling backends (TensorFlow, JAX) each case is one more compilation, and what
+# the case checks there is that the traced definition equals the eager one (no declared
+# kernels there): the decay placements are the engine's code, traced the same for every
+# rule. SGD crosses every placement there; the other rules run every option with these
+# modes only.
+COMPILED_MODES = ("coupled", "decoupled-lr")
+FULL_ON_COMPILED = {"sgd"}
+
+
+def compiled_cases() -> set:
+    """The case names the compiling backends run (see COMPILED_MODES)."""
+    out = set()
+    for rule_name, options in RULE_OPTIONS.items():
+        allowed = ALLOWED_MODES.get(rule_name, tuple(DECAY_MODES))
+        modes = allowed if rule_name in FULL_ON_COMPILED else (
+            tuple(m for m in COMPILED_MODES if m in allowed) or allowed[:1])
+        out.update(f"{rule_name}-{option}-{mode}" for option in options for mode in modes)
+    return out
+
+
 def cases() -> dict:
     """name -> a function making a fresh rule, for every rule x option x decay mode."""
     out = {}
