@@ -40,7 +40,8 @@ def backends(names) -> list:
     from ..backends import _canonical
 
     if not names:
-        # JAX only when named: the models' steps run op by op there (not jitted), ~100x NumPy's.
+        # JAX only when named: on these tiny models each step's two jitted calls (model, update)
+        # cost ~40x NumPy's step (measured: 8.6 against 0.21 ms).
         return [name for name in available_backends() if name != "jax"]
     installed = set(available_backends())
     out = []

@@ -137,10 +137,7 @@ def test_one_model_definition_on_every_backend(key, backend):
         assert_close(backend.to_numpy(grads[name]), ref_grads[name], "float64", what=f"{key} grad {name}")
     assert_close(backend.to_numpy(model.predict(native, X)), model.predict(params, X), "float64")
 
-    # JAX runs these models op by op (not jitted: each step dispatches every operation),
-    # about 100x NumPy's time per step; 5 steps check the same code as 20.
-    steps = 5 if backend.name == "jax" else 20
-    rule, penalty = decay.sgd(0.1, momentum=0.9), decay.L2(0.01)
+    steps, rule, penalty = 20, decay.sgd(0.1, momentum=0.9), decay.L2(0.01)
     trained, losses = fit(model, native, rule, X, y, steps, batch_size=8, penalty=penalty)
     ref_trained, ref_losses = fit(model, params, rule, X, y, steps, batch_size=8, penalty=penalty)
     assert_close(losses, ref_losses, "float64", steps, what=f"{key} losses on {backend.name}")

@@ -15,7 +15,7 @@ from conftest import needs_backends
 ROOT = pathlib.Path(__file__).resolve().parents[2]  # tests/app/ -> the repo
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PAGES = ["README.md"] + sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))
-TEST_COMMAND = "DECAY_REQUIRE_BACKENDS=all python -m pytest -q"
+TEST_COMMAND = "DECAY_REQUIRE_BACKENDS=all python -m pytest -q -n 2"
 # A Python block followed (after blank lines only) by a ```text block: that is its output.
 BLOCK = re.compile(r"```python\n(.*?)\n```[ \t]*\n(?:\s*\n)*(?:```text\n(.*?)\n```)?", re.S)
 
