@@ -60,7 +60,8 @@ _RULE_OPTIONS = {"optimizer": "--optimizer", "lr": "--lr", "weight_decay": "--we
 def _add_training_options(p, defaults: compare.Config, sweep: bool = False):
     p.add_argument("--backends", nargs="+", metavar="NAME",
                    help="backends to run: numpy, torch, tensorflow, jax (aliases np, pytorch, tf, jnp); jax "
-                        "only when named, its steps cost ~40x NumPy's on these tiny models (default: every installed one but jax)")
+                        "only when named, its steps cost ~40x NumPy's on these tiny models "
+                        "(default: every installed one but jax)")
     p.add_argument("--model", choices=compare.MODELS, default=defaults.model,
                    help=f"model to train (default: {defaults.model})")
     p.add_argument("--dataset", choices=datasets.NAMES, default=defaults.dataset,
