@@ -7,6 +7,8 @@ CI sets it to every backend.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -161,3 +163,23 @@ class Native:
 @pytest.fixture
 def native(backend):
     return Native(backend)
+
+
+@contextlib.contextmanager
+def keras_floatx(name):
+    """Keras's floatx and its global dtype policy set together, and both restored. Keras
+    caches the policy from floatx the first time a layer asks for it
+    (``keras.config.dtype_policy()``); after that, set_floatx alone no longer changes the
+    dtype of layers built later, so which test first built a layer in a process (an
+    xdist worker) would decide the dtype of every later test's layers."""
+    import keras
+
+    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx(name)
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(floatx)
+        keras.config.set_dtype_policy(policy)
+

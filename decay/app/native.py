@@ -165,12 +165,27 @@ class NativeOptimizer:
         if self.framework == "torch":
             for param, grad in zip(params.values(), grads.values()):
                 param.grad = grad
-            optimizer.step()
+            _torch_step_in_dtype(optimizer, next(iter(params.values())).dtype)
             if after is not None:
                 after.step()  # the lr scheduler
         else:
             after(list(grads.values()))
         return params, state
+
+
+def _torch_step_in_dtype(optimizer, dtype) -> None:
+    """``optimizer.step()`` with torch's default dtype set to the parameters' float64:
+    torch.optim keeps some of its numbers in the default dtype (NAdam's μ product),
+    which the conversion's exactness assumes is float64 for a float64 run."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    if dtype == torch.float64:
+        torch.set_default_dtype(torch.float64)
+    try:
+        optimizer.step()
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def label_of(conversion) -> str:

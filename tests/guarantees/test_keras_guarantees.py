@@ -23,6 +23,7 @@ tf = pytest.importorskip("tensorflow", reason="tensorflow not installed: these t
 
 import decay  # noqa: E402
 from decay.tolerances import assert_close  # noqa: E402
+from conftest import keras_floatx
 
 BATCH = 8
 # Values float32 holds exactly, so that Keras's own float32 casts lose nothing.
@@ -31,10 +32,8 @@ LR, BETAS = 0.0625, (0.875, 0.99609375)
 
 @pytest.fixture(autouse=True)
 def _float64():
-    previous = keras.config.floatx()
-    keras.config.set_floatx("float64")
-    yield
-    keras.config.set_floatx(previous)
+    with keras_floatx("float64"):
+        yield
 
 
 def _model():

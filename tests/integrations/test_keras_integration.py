@@ -30,7 +30,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 import pytest
 
-from conftest import required_backends
+from conftest import keras_floatx, required_backends
 
 try:
     import keras
@@ -53,10 +53,8 @@ BETAS = (0.875, 0.99609375)
 
 @pytest.fixture(autouse=True)
 def _float64():
-    previous = keras.config.floatx()
-    keras.config.set_floatx("float64")
-    yield
-    keras.config.set_floatx(previous)
+    with keras_floatx("float64"):
+        yield
 
 
 def _data():

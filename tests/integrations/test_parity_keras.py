@@ -28,7 +28,6 @@ imply (``_rounding_bounds``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
@@ -50,6 +49,7 @@ import mlp_problem
 import decay  # noqa: E402
 from decay.masks import exclude_names  # noqa: E402
 from decay.tolerances import assert_close, relative_error, rtol  # noqa: E402
+from conftest import keras_floatx
 
 STEPS = 100
 KEYS = ("w1", "b1", "w2", "b2")  # the order of the Sequential's trainable_variables
@@ -69,14 +69,8 @@ def _rounding(x):
     return abs(_f32(x) - x) / abs(x) if x else 0.0
 
 
-@contextlib.contextmanager
 def _floatx(name):
-    previous = keras.config.floatx()
-    keras.config.set_floatx(name)
-    try:
-        yield
-    finally:
-        keras.config.set_floatx(previous)
+    return keras_floatx(name)
 
 
 def test_keras_rounds_hyperparameters_through_float32():

@@ -20,6 +20,7 @@ keras = pytest.importorskip("keras", reason="keras not installed: this test trai
 torch = pytest.importorskip("torch", reason="torch not installed: this test trains in PyTorch, Keras and NumPy")
 
 import decay
+from conftest import keras_floatx
 from decay.app.models import MLP, fit
 from decay.tolerances import relative_error
 
@@ -96,34 +97,34 @@ class BatchLosses(keras.callbacks.Callback):
 
 
 def run_keras(params0, X, y, placement, dtype):
-    previous = keras.config.floatx()
-    keras.config.set_floatx(dtype)
-    try:
-        rule, penalty = rule_and_penalty(placement)
-        regularizer = decay.keras.Regularizer(penalty) if penalty is not None else None
-        # dtype given explicitly: Keras caches its global dtype policy on first use, so
-        # set_floatx alone does not change the dtype of layers built later.
-        model = keras.Sequential([
-            keras.Input((FEATURES,), dtype=dtype),
-            keras.layers.Dense(HIDDEN, activation="tanh", name="dense_0", dtype=dtype,
-                               kernel_regularizer=regularizer, bias_regularizer=regularizer),
-            keras.layers.Dense(1, name="dense_1", dtype=dtype, kernel_regularizer=regularizer,
-                               bias_regularizer=regularizer),
-        ])
-        for name in ("dense_0", "dense_1"):
-            model.get_layer(name).set_weights([params0[f"{name}/kernel"], params0[f"{name}/bias"]])
-        model.compile(optimizer=decay.keras.Optimizer(rule), loss="mse")
-        record = BatchLosses()
-        model.fit(X.astype(dtype), y.astype(dtype), batch_size=BATCH, epochs=STEPS * BATCH // N, shuffle=False,
-                  verbose=0, callbacks=[record])
-        assert all(w.dtype == dtype for w in model.weights)
-        params = {}
-        for name in ("dense_0", "dense_1"):
-            kernel, bias = model.get_layer(name).get_weights()
-            params[f"{name}/kernel"], params[f"{name}/bias"] = kernel, bias
-        return np.asarray(record.losses), params
-    finally:
-        keras.config.set_floatx(previous)
+    with keras_floatx(dtype):
+        return _run_keras(params0, X, y, placement, dtype)
+
+
+def _run_keras(params0, X, y, placement, dtype):
+    rule, penalty = rule_and_penalty(placement)
+    regularizer = decay.keras.Regularizer(penalty) if penalty is not None else None
+    # dtype given explicitly: Keras caches its global dtype policy on first use, so
+    # set_floatx alone does not change the dtype of layers built later.
+    model = keras.Sequential([
+        keras.Input((FEATURES,), dtype=dtype),
+        keras.layers.Dense(HIDDEN, activation="tanh", name="dense_0", dtype=dtype,
+                           kernel_regularizer=regularizer, bias_regularizer=regularizer),
+        keras.layers.Dense(1, name="dense_1", dtype=dtype, kernel_regularizer=regularizer,
+                           bias_regularizer=regularizer),
+    ])
+    for name in ("dense_0", "dense_1"):
+        model.get_layer(name).set_weights([params0[f"{name}/kernel"], params0[f"{name}/bias"]])
+    model.compile(optimizer=decay.keras.Optimizer(rule), loss="mse")
+    record = BatchLosses()
+    model.fit(X.astype(dtype), y.astype(dtype), batch_size=BATCH, epochs=STEPS * BATCH // N, shuffle=False,
+              verbose=0, callbacks=[record])
+    assert all(w.dtype == dtype for w in model.weights)
+    params = {}
+    for name in ("dense_0", "dense_1"):
+        kernel, bias = model.get_layer(name).get_weights()
+        params[f"{name}/kernel"], params[f"{name}/bias"] = kernel, bias
+    return np.asarray(record.losses), params
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
