@@ -5,18 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..engine import Hyper
-from ..errors import DecayError
-from ..validation import check_flag, check_number
+from ..validation import check_betas, check_flag, check_number
 from .base import Rule
-
-
-def check_betas(hyper: dict) -> dict:
-    """``hyper["betas"]`` validated as a pair in [0, 1) (Adam-family rules)."""
-    betas = hyper["betas"]
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise DecayError(f"`betas` must be a pair (beta1, beta2). Received: betas={betas!r}.")
-    hyper["betas"] = (check_number("betas[0]", betas[0], below=1.0), check_number("betas[1]", betas[1], below=1.0))
-    return hyper
 
 
 @dataclass(frozen=True)

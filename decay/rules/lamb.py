@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..engine import Hyper
 from ..errors import DecayError
-from ..validation import check_choice, check_flag, check_number
+from ..validation import check_betas, check_choice, check_flag, check_number
 from .base import Rule
 
 #: convention -> (ε, weight decay inside the trust ratio)
@@ -65,14 +65,7 @@ class Lamb(Rule):
             )
 
     def check_group(self, hyper):
-        hyper = super().check_group(hyper)
-        betas = hyper["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise DecayError(f"`betas` must be a pair (beta1, beta2). Received: betas={betas!r}.")
-        hyper["betas"] = (
-            check_number("betas[0]", betas[0], below=1.0),
-            check_number("betas[1]", betas[1], below=1.0),
-        )
+        hyper = check_betas(super().check_group(hyper))
         hyper["eps"] = check_number("eps", hyper["eps"])
         return hyper
 

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 from ..engine import Hyper
 from ..errors import DecayError
-from ..validation import check_choice, check_number
-from .adamax import check_betas
+from ..validation import check_betas, check_choice, check_number
 from .base import Rule
 
 #: μ_k = β1·(1 − ½·0.96^(k·ψ)), k the 1-based step: "torch" ψ = momentum_decay (4e-3 by

@@ -6,8 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..engine import Hyper
-from ..validation import check_number
-from .adamax import check_betas
+from ..validation import check_betas, check_number
 from .base import Rule
 
 
