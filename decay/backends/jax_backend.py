@@ -51,7 +51,7 @@ def _plain(value) -> bool:
 
 def _rule_signature(rule):
     """What a rule's definition may read besides its Hyper record: its plain attributes
-    (flags such as ``amsgrad``, choices such as ``decay_scaled_by``). Two rules of one
+    (boolean options, string choices such as ``decay_scaled_by``). Two rules of one
     class with equal signatures and equal structures trace the same step. Any other
     attribute (an object a rule's math might read) is keyed by identity: no sharing, and
     no step traced for another rule's object."""

@@ -104,6 +104,16 @@ class Adam(Rule):
         )
 
 
+def adam_moments(ops, h, grads, slots) -> tuple:
+    """m ← m + (1 − β1)·(g − m) (torch's lerp), v ← β2·v + (1 − β2)·g², in place; the
+    moments NAdam and RAdam share. Returns (m, v)."""
+    m, v = slots["exp_avg"], slots["exp_avg_sq"]
+    ops.lerp_(m, grads, 1.0 - h.beta1)
+    ops.mul_(v, h.beta2)
+    ops.addcmul_(v, grads, grads, 1.0 - h.beta2)
+    return m, v
+
+
 class AdamW(Adam):
     """Adam with decoupled weight decay, as ``torch.optim.AdamW``: :func:`decay.adamw`."""
 

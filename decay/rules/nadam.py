@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..engine import Hyper
 from ..errors import DecayError
 from ..validation import check_betas, check_choice, check_number
+from .adam import adam_moments
 from .base import Rule
 
 #: μ_k = β1·(1 − ½·0.96^(k·ψ)), k the 1-based step: "torch" ψ = momentum_decay (4e-3 by
@@ -127,10 +128,7 @@ class NAdam(Rule):
         return ("exp_avg", "exp_avg_sq")
 
     def direction(self, ops, h, params, grads, slots):
-        m, v = slots["exp_avg"], slots["exp_avg_sq"]
-        ops.lerp_(m, grads, 1.0 - h.beta1)
-        ops.mul_(v, h.beta2)
-        ops.addcmul_(v, grads, grads, 1.0 - h.beta2)
+        m, v = adam_moments(ops, h, grads, slots)
         d = ops.sqrt_all(v)
         ops.div_(d, h.bias_correction2_sqrt)
         ops.add_(d, h.eps)

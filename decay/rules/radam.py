@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..engine import Hyper
 from ..validation import check_betas, check_number
+from .adam import adam_moments
 from .base import Rule
 
 
@@ -64,10 +65,7 @@ class RAdam(Rule):
         return ("exp_avg", "exp_avg_sq")
 
     def direction(self, ops, h, params, grads, slots):
-        m, v = slots["exp_avg"], slots["exp_avg_sq"]
-        ops.lerp_(m, grads, 1.0 - h.beta1)
-        ops.mul_(v, h.beta2)
-        ops.addcmul_(v, grads, grads, 1.0 - h.beta2)
+        m, v = adam_moments(ops, h, grads, slots)
         d = ops.sqrt_all(v)
         ops.mul_(d, h.root_weight)
         ops.add_(d, h.floor)
