@@ -31,3 +31,20 @@ def plain_callable_issue(sched) -> str:
         f"the lr is a plain callable ({sched!r}) with no config to write down; use a "
         "decay.schedules schedule. The closest keeps lr at its value at step 0."
     )
+
+
+def convert_schedule(sched, table: dict, issues: list, missing: str):
+    """A framework's learning_rate for decay's lr: a float, or what ``table[kind]`` makes
+    of a decay schedule. A plain callable, or a schedule with no entry, gives the closest
+    constant and an issue (``missing`` is formatted with ``sched`` and ``base``)."""
+    if not callable(sched):
+        return float(sched)
+    if not isinstance(sched, schedules.Schedule):
+        issues.append(plain_callable_issue(sched))
+        return float(sched(0))
+    convert = table.get(kind(sched))
+    if convert is None:
+        issues.append(missing.format(sched=sched, base=sched.base))
+        return sched.base
+    return convert(sched, issues)
+

@@ -22,7 +22,7 @@ from . import _rule, keras_classic, modern
 from ._codegen import Conversion, _build_value, _Call, _reason, _source
 from ._common import common_issues, lr_scaled, mask_source, named, to_float, unsupported, weight_decay
 from ._penalty import keras_penalty_call
-from ._schedules import is_constant, is_integer, kind, plain_callable_issue
+from ._schedules import convert_schedule, is_constant, is_integer, kind
 
 
 def _keras_float32_note(names: str, measured: str) -> str:
@@ -154,19 +154,8 @@ _TO_SCHEDULES = {
 
 def _keras_schedule(sched, issues):
     """The Keras learning_rate (a float or a schedule _Call) for an lr schedule."""
-    if not callable(sched):
-        return float(sched)
-    if not isinstance(sched, schedules.Schedule):
-        issues.append(plain_callable_issue(sched))
-        return float(sched(0))
-    convert = _TO_SCHEDULES.get(kind(sched))
-    if convert is None:
-        issues.append(
-            f"Keras has no schedule equal to {sched!r}; the closest keeps lr at the schedule's base "
-            f"{sched.base!r}"
-        )
-        return sched.base
-    return convert(sched, issues)
+    return convert_schedule(sched, _TO_SCHEDULES, issues,
+                            "Keras has no schedule equal to {sched!r}; the closest keeps lr at the schedule's base {base!r}")
 
 
 def schedule_to_keras(sched) -> Conversion:

@@ -26,7 +26,6 @@ Nothing here imports optax or JAX at import time.
 
 from __future__ import annotations
 
-from .. import schedules
 from ..errors import DecayError
 from ..masks import resolve_mask
 from ..rules.adam import adam, adamw
@@ -35,7 +34,7 @@ from ..tree import flatten, unflatten
 from . import _rule
 from ._codegen import Conversion, _build_value, _Call, _reason, _source
 from ._common import common_issues, lr_scaled, mask_source, weight_decay
-from ._schedules import kind, plain_callable_issue
+from ._schedules import convert_schedule, kind
 
 OPTAX_SCHEDULE_NOTE = (
     "optax may evaluate lr schedules in float32 even with jax_enable_x64 (its counts are "
@@ -102,16 +101,8 @@ _TO_SCHEDULES = {
 
 def _optax_schedule(sched, issues):
     """The optax learning_rate (a float or a schedule _Call) for an lr."""
-    if not callable(sched):
-        return float(sched)
-    if not isinstance(sched, schedules.Schedule):
-        issues.append(plain_callable_issue(sched))
-        return float(sched(0))
-    convert = _TO_SCHEDULES.get(kind(sched))
-    if convert is None:
-        issues.append(f"no optax schedule is converted from {sched!r} here; the closest keeps lr at {sched.base!r}")
-        return sched.base
-    return convert(sched, issues)
+    return convert_schedule(sched, _TO_SCHEDULES, issues,
+                            "no optax schedule is converted from {sched!r} here; the closest keeps lr at {base!r}")
 
 
 def schedule_to_optax(sched) -> Conversion:
