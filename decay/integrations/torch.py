@@ -13,6 +13,7 @@ Adam and AdamW. The step is :func:`decay.engine.step`, the same as ``Rule.step``
 
 from __future__ import annotations
 
+import itertools
 import operator
 import sys
 
@@ -159,12 +160,15 @@ class Optimizer(torch.optim.Optimizer):
         return resolve_mask(self._mask, chosen, params)
 
     # -- the step: the engine's, over every group at once ------------------------------------
-    @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        with self._backend.no_grad():  # cheaper than torch.no_grad()'s decorator, per step
+            return self._step(loss)
+
+    def _step(self, loss):
         params, grads, group_of, decayed, hypers = [], [], [], [], []
         for group in self.param_groups:
             chosen = [p for p in group["params"] if p.grad is not None]
@@ -216,6 +220,8 @@ class Optimizer(torch.optim.Optimizer):
             self.skipped_steps += 1
             return loss
         for n, column in out_columns.items():
+            if all(map(operator.is_, column, run_columns[n])):  # updated in place (fast paths): nothing new
+                continue
             for p, state, x, given in zip(params, states, column, run_columns[n]):
                 if x is not None and x is not given:  # a new slot tensor (a slot created by the rule)
                     state[n] = x if shards is None else _as_dtensor(x, p)
@@ -410,7 +416,7 @@ def _local_shards(params, grads, columns):
     for distributed checkpoints) are updated in place. Any other layout (a gradient
     placed otherwise than its parameter) is left to DTensor's own dispatch."""
     dtensor = _dtensor_type()
-    if dtensor is None or not any(isinstance(p, dtensor) for p in params):
+    if dtensor is None or not any(map(isinstance, params, itertools.repeat(dtensor))):
         return None
     local_params, local_grads = [], []
     local_columns = {n: [] for n in columns}
