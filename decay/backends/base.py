@@ -148,6 +148,14 @@ class Backend(Ops):
         planned by :meth:`fused_ready`."""
         raise NotImplementedError
 
+    def structure_key(self, leaves):
+        """For a backend whose arrays are immutable (each step returns new ones): a
+        hashable summary of what the per-structure checks of ``Rule.step`` read (each
+        leaf's shape, dtype and placement), so that new arrays of the last step's
+        structure skip them. None (the default): the checks are cached on the tensors'
+        identity instead, which in-place backends keep from step to step."""
+        return None
+
     def traced(self, xs) -> bool:
         """Whether ``xs`` are being traced by the framework's own compiler (JAX's tracers
         inside ``jax.jit``): ``Rule.step`` then runs :meth:`traced_step` instead of the

@@ -16,6 +16,8 @@ new arrays into the lists, as on TensorFlow). Two ways to run a step:
 from __future__ import annotations
 
 import collections
+import itertools
+import operator
 import threading
 
 import jax
@@ -25,6 +27,10 @@ import numpy as np
 from .base import Backend
 
 _Tracer = jax.core.Tracer
+# The concrete array type (not a tracer), and what a step's checks read of each array.
+_ArrayImpl = type(jnp.zeros(()))
+_STRUCTURE = operator.attrgetter("shape", "dtype", "sharding")
+_LAYOUT = operator.attrgetter("shape", "dtype")
 
 
 def _x64() -> bool:
@@ -40,7 +46,7 @@ def _coefficient_dtype():
 # Rule attributes the step's structure already covers (the Hyper records and the parts
 # are made from them) or that are caches.
 _COVERED = frozenset({"_kwargs", "defaults", "groups", "mask", "regularizer", "_layout_cache",
-                      "_step_cache", "_trusted_slots", "_xla_steps"})
+                      "_step_cache", "_trusted_slots", "_xla_steps", "_signature", "_version"})
 
 
 def _plain(value) -> bool:
@@ -91,6 +97,7 @@ class JaxBackend(Backend):
         # rules (not kept on each, as TensorFlow's are): a test suite or a sweep that makes
         # many rules of one structure compiles once.
         self._compiled: collections.OrderedDict = collections.OrderedDict()
+        self._parts_memo: dict = {}
 
     MAX_COMPILED = 64
 
@@ -122,15 +129,17 @@ class JaxBackend(Backend):
 
     def traced(self, xs) -> bool:
         """Whether any of ``xs`` is a tracer (the step runs inside a jax transformation)."""
-        return any(isinstance(x, _Tracer) for x in xs)
+        return any(map(isinstance, xs, itertools.repeat(_Tracer)))  # one C-level pass
+
+    def structure_key(self, leaves):
+        if not all(type(x) is _ArrayImpl for x in leaves):  # tracers, other arrays: no cache
+            return None
+        return tuple(map(_STRUCTURE, leaves))
 
     def layouts(self, xs):
-        out = []
-        for x in xs:
-            if not isinstance(x, jax.Array):
-                return None
-            out.append((x.shape, x.dtype))
-        return out
+        if not all(map(isinstance, xs, itertools.repeat(jax.Array))):
+            return None
+        return list(map(_LAYOUT, xs))
 
     # -- arithmetic ----------------------------------------------------------------------
     def zeros_like(self, x):
@@ -209,7 +218,8 @@ class JaxBackend(Backend):
         if self.traced(params) or self.traced(grads):
             return False  # inside someone's transformation: traced_step's business
         try:
-            key = (_rule_signature(owner), _by_value(structure), tuple((n, tuple(x is None for x in c)) for n, c in columns.items()))
+            key = (owner.signature(_rule_signature), self._parts_by_value(structure[0]), structure[1:],
+                   tuple((n, tuple(x is None for x in c)) for n, c in columns.items()))
             hash(key)
         except TypeError:  # an unhashable constant (a user's object): the plain path
             return False
@@ -227,6 +237,17 @@ class JaxBackend(Backend):
         for name, col in new_columns.items():
             columns[name][:] = col
         return True
+
+    def _parts_by_value(self, parts):
+        """:func:`_by_value` of the engine's parts, remembered for the last few parts
+        objects (a rule keeps one per structure of parameters)."""
+        memo = self._parts_memo
+        hit = memo.get(id(parts))
+        if hit is None or hit[0] is not parts:
+            hit = memo[id(parts)] = (parts, _by_value(parts))  # parts kept: the id stays theirs
+            while len(memo) > self.MAX_COMPILED:
+                memo.pop(next(iter(memo)))
+        return hit[1]
 
     def traced_step(self, rule, flat, grads, state, group_of, decayed, parts):
         """``rule.step`` inside a jax transformation; see :mod:`decay.backends._jax_traced`."""

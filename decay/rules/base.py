@@ -51,7 +51,7 @@ def _same_leaves(params, flat, leaves) -> bool:
 
 
 # Attributes that are caches, dropped when a rule is pickled or copied.
-_CACHES = ("_step_cache", "_trusted_slots", "_xla_steps")
+_CACHES = ("_step_cache", "_trusted_slots", "_xla_steps", "_signature", "_version")
 
 
 class Rule:
@@ -310,15 +310,37 @@ class Rule:
 
     def _checked_params(self, params):
         cache = self._step_cache
-        if cache is not None and _same_leaves(params, cache[1], cache[0]):
-            return cache[1:]
+        if cache is not None:
+            if _same_leaves(params, cache[1], cache[0]):
+                return cache[1:6]
+            same = self._same_structure(params, cache)
+            if same is not None:
+                return same
         flat, backend = self._prepare(params)
         layouts = backend.layouts(flat.leaves)
         layout = self.resolve(flat.names, flat.leaves)
         dtypes = [backend.dtype_name(x) for x in flat.leaves]
         parts, _ = engine.partition(self, self.hyper_sets(), layout[0], layout[1], dtypes)
         if not backend.traced(flat.leaves):  # a tracer must not outlive its trace
-            self._step_cache = (list(flat.leaves), flat, backend, layouts, layout, parts)
+            self._step_cache = (list(flat.leaves), flat, backend, layouts, layout, parts,
+                                backend.structure_key(flat.leaves))
+        return flat, backend, layouts, layout, parts
+
+    def _same_structure(self, params, cache):
+        """The cached checks for new arrays of the very structure of the last step's (JAX:
+        a step returns new arrays): the same names, and per leaf the same shape, dtype and
+        placement (:meth:`Backend.structure_key`), each array once. None otherwise."""
+        _, old, backend, layouts, layout, parts, key = cache
+        if key is None:
+            return None
+        flat = flatten(params, "params")
+        if (flat.kind != old.kind or flat.keys != old.keys or backend.structure_key(flat.leaves) != key
+                or len(set(map(id, flat.leaves))) != len(flat.leaves)):
+            return None
+        self._step_cache = (list(flat.leaves), flat, backend, layouts, layout, parts, key)
+        trusted = self._trusted_slots
+        if trusted is not None and trusted[0] is old:  # the state that fit them fits these
+            self._trusted_slots = (flat, trusted[1])
         return flat, backend, layouts, layout, parts
 
     def _trust(self, flat, slots: dict):
@@ -334,6 +356,21 @@ class Rule:
             _check_count(state)
         else:
             self._check_state(state, flat, backend)
+
+    def __setattr__(self, name, value):
+        # Any attribute set but a cache may change what the definition reads: a count
+        # that tells caches keyed on the rule's attributes (JAX's compiled steps) to re-read.
+        if name not in _CACHES:
+            self.__dict__["_version"] = self.__dict__.get("_version", 0) + 1
+        object.__setattr__(self, name, value)
+
+    def signature(self, compute):
+        """``compute(self)``, remembered until an attribute of the rule is set."""
+        version = self.__dict__.get("_version", 0)
+        cached = self.__dict__.get("_signature")
+        if cached is None or cached[0] != version:
+            cached = self.__dict__["_signature"] = (version, compute(self))
+        return cached[1]
 
     def __getstate__(self):
         # Caches hold tensors and compiled functions: not part of a rule's definition.
