@@ -146,18 +146,7 @@ def sgd(
         True
     """
     return SGD(
-        lr=lr,
-        momentum=momentum,
-        dampening=dampening,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        decoupled=decoupled,
-        regularizer=regularizer,
-        decay_scaled_by=decay_scaled_by,
-        mask=mask,
-        groups=groups,
-        on_nonfinite=on_nonfinite,
-        cautious_decay=cautious_decay,
-        lr_max=lr_max,
-        decay_toward=decay_toward,
+        lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay,
+        decoupled=decoupled, regularizer=regularizer, decay_scaled_by=decay_scaled_by, mask=mask, groups=groups,
+        on_nonfinite=on_nonfinite, cautious_decay=cautious_decay, lr_max=lr_max, decay_toward=decay_toward,
     )
