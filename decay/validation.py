@@ -177,18 +177,29 @@ def check_slot_fits(backend, slot: str, name: str, param, x) -> None:
         )
 
 
-def dense_grads(rule, backend, names, grads) -> list:
-    """``grads`` with sparse gradients made dense, where the rule takes them (SGD, as
-    torch.optim.SGD does: the dense step gives its numbers); refused for a rule that does
-    not (torch.optim.Adam refuses them too)."""
-    sparse = [n for n, g in zip(names, grads) if backend.is_sparse(g)]
+def dense_grads(rule, backend, names, grads, decay_acts=None) -> list:
+    """``grads`` with sparse gradients made dense, where the rule takes them (SGD and
+    Adagrad, as torch.optim.SGD and Adagrad do: their sparse step is the dense
+    gradient's, bit for bit); refused for a rule that does not (torch.optim.Adam refuses
+    them too), and for a parameter that weight decay or a penalty acts on
+    (``decay_acts``, one flag per gradient): torch.optim.SGD and Adagrad raise for a
+    sparse gradient with ``weight_decay != 0``. Checked before anything is written."""
+    sparse = [i for i, g in enumerate(grads) if backend.is_sparse(g)]
     if not sparse:
         return grads
     if not rule.sparse_gradients:
         raise DecayError(
-            f"The gradients of {sparse} are sparse; {rule.name} does not take sparse gradients "
-            "(torch.optim refuses them for this rule too). Pass dense gradients (g.to_dense()) "
-            "or use decay.sgd, which takes them."
+            f"The gradients of {[names[i] for i in sparse]} are sparse; {rule.name} does not take sparse "
+            "gradients (torch.optim refuses them for this rule too). Pass dense gradients (g.to_dense()) "
+            "or use decay.sgd or decay.adagrad, which take them."
+        )
+    decayed = [names[i] for i in sparse if decay_acts is not None and decay_acts[i]]
+    if decayed:
+        raise DecayError(
+            f"The gradients of {decayed} are sparse, and weight decay (or a penalty) acts on those "
+            f"parameters; torch.optim.SGD and Adagrad refuse sparse gradients with weight_decay != 0. "
+            "Nothing was updated. Pass dense gradients (g.to_dense()), set weight_decay=0 for them "
+            "(a mask or a param group), or give the embedding its own rule without decay."
         )
     return [backend.to_dense(g) if backend.is_sparse(g) else g for g in grads]
 

@@ -173,9 +173,10 @@ class Optimizer(torch.optim.Optimizer):
             hyper = self._checked(group)
             # torch checked each .grad's shape, dtype and device when it was assigned.
             grads_now = [p.grad for p in chosen]
-            if any(map(_IS_SPARSE, grads_now)):  # SGD takes them (made dense), as torch.optim.SGD
+            if any(map(_IS_SPARSE, grads_now)):  # SGD, Adagrad take them (made dense), as torch.optim's
                 grads_now = dense_grads(self.rule, self._backend, [f"param {len(params) + i}" for i in range(len(chosen))],
-                                        grads_now)
+                                        grads_now, self.rule.decay_acts([hyper], [0] * len(chosen),
+                                                                        self._decayed(group, chosen)))
             group_of.extend([len(hypers)] * len(chosen))
             hypers.append(hyper)
             decayed.extend(self._decayed(group, chosen))

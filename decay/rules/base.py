@@ -193,6 +193,11 @@ class Rule:
         """Where weight decay sits for leaves of ``group`` (see :mod:`decay.rules._decay`)."""
         return _decay.plan(self, group, decayed)
 
+    def decay_acts(self, hypers: list, group_of, decayed) -> list:
+        """Per leaf, whether weight decay or a penalty acts on it (its decay plan is not
+        the empty one): where a sparse gradient is refused, as torch.optim refuses it."""
+        return [self.decay_plan(hypers[g], d) != _decay.NO_DECAY for g, d in zip(group_of, decayed)]
+
     def decays(self, group: dict | None = None) -> bool:
         """Whether the weight decay of ``group`` (default: the rule's) can act."""
         return _decay.decays(self.defaults if group is None else group)
@@ -278,7 +283,8 @@ class Rule:
         flat, backend, layouts, (group_of, decayed), parts = self._checked_params(params)
         g_leaves = flatten_like(grads, flat, "grads", "params")
         if layouts is None or backend.layouts(g_leaves) != layouts:
-            g_leaves = dense_grads(self, backend, flat.names, g_leaves)
+            g_leaves = dense_grads(self, backend, flat.names, g_leaves,
+                                   self.decay_acts(self.hyper_sets(), group_of, decayed))
             self._check_grads(backend, flat, g_leaves)  # finds and names the mismatch
         state = state_by_name(state, flat)
         self._check_state_cached(state, flat, backend)
