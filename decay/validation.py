@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 
+from ._memory import check_disjoint
 from .errors import DecayError
 
 
@@ -133,8 +134,9 @@ def check_bool_result(what: str, value) -> bool:
 
 def check_updatable(names, leaves, backend, what: str = "params") -> None:
     """Parameters an in-place update can be defined on: each tensor once (the same tensor
-    twice would be stepped twice on one backend and once on another) and none whose
-    elements share memory (an expanded, stride-0 view: torch refuses to write it)."""
+    twice would be stepped twice on one backend and once on another), none whose
+    elements share memory (an expanded, stride-0 view: torch refuses to write it), and no
+    two that are overlapping views of one storage (see :mod:`decay._memory`)."""
     if len(set(map(id, leaves))) != len(leaves):
         seen, twice = {}, []
         for name, leaf in zip(names, leaves):
@@ -153,6 +155,7 @@ def check_updatable(names, leaves, backend, what: str = "params") -> None:
                 "stride-0 view: it cannot be updated in place. Pass a tensor that owns its "
                 "memory, e.g. x.clone() (torch) or x.copy() (NumPy)."
             )
+    check_disjoint(backend, [f"parameter {n!r}" for n in names], leaves)  # overlapping views of one storage
 
 
 def check_slot_fits(backend, slot: str, name: str, param, x) -> None:

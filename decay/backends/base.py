@@ -185,6 +185,18 @@ class Backend(Ops):
         stride-0 view): an in-place update of it has no meaning. Immutable tensors never do."""
         return False
 
+    def memory_spans(self, xs):
+        """``(lo, hi)``: two lists, the byte range [lo, hi) each tensor's elements lie
+        in, or None when no two distinct tensors of ``xs`` can share memory (immutable
+        tensors; arrays that each own their memory). Attribute reads only, no element
+        work: :func:`decay._memory.check_disjoint` runs it every step."""
+        return None
+
+    def memory_layout(self, x):
+        """``(address, shape, byte strides, itemsize)`` of a tensor that
+        :meth:`memory_spans` reports, for the exact overlap test."""
+        raise NotImplementedError
+
     def is_sparse(self, x) -> bool:
         """Whether ``x`` is a sparse tensor (torch's sparse layouts)."""
         return False

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DecayError
+from .._memory import span
 from .base import Backend
 
 # torch._foreach_norm serves these dtypes in the penalties' reductions (float16/bfloat16
@@ -31,6 +32,7 @@ _DEVICE = operator.attrgetter("device")
 _IS_CPU = operator.attrgetter("is_cpu")
 _IS_CONTIGUOUS = torch.Tensor.is_contiguous
 _DATA_PTR = torch.Tensor.data_ptr
+_NBYTES = operator.attrgetter("nbytes")
 _FUSED_DTYPES = frozenset((torch.float32, torch.float64))
 _DEREF = weakref.ref.__call__
 _DTYPE_NAMES: dict = {}  # str(dtype) per call costs more than the update of a small tensor
@@ -174,6 +176,19 @@ class TorchBackend(Backend):
         # (as_strided), and its in-place operations then write regardless: the stride test.
         overlap = torch._debug_has_internal_overlap(x)
         return overlap == 1 or (overlap == 2 and self.strides_overlap(x.shape, x.stride()))
+
+    def memory_spans(self, xs):
+        # Contiguous tensors (the usual case): [data_ptr, data_ptr + nbytes), three C-level
+        # passes. A null pointer (the meta device, empty tensors) holds nothing.
+        ptrs = np.fromiter(map(_DATA_PTR, xs), np.int64, len(xs))
+        if all(map(_IS_CONTIGUOUS, xs)) and ptrs.all():
+            return ptrs, ptrs + np.fromiter(map(_NBYTES, xs), np.int64, len(xs))
+        spans = [span(*self.memory_layout(x)) for x in xs]
+        return [a for a, _ in spans], [b for _, b in spans]
+
+    def memory_layout(self, x):
+        size = x.element_size()
+        return x.data_ptr(), tuple(x.shape), tuple(s * size for s in x.stride()), size
 
     def grads_alias(self, grads, params):
         # The same tensor, or a view that starts where the parameter starts (p.detach(),

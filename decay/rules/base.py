@@ -23,6 +23,7 @@ from ..penalties import Penalty
 from ..tree import flatten, flatten_like, same_pytree, state_by_name, unflatten
 from ..validation import (check_choice, check_flag, check_number_or_schedule, check_slot_fits, check_updatable,
                           dense_grads)
+from .._memory import check_disjoint
 from . import _decay, _state
 from ._config import rule_to_config
 from ._reference import check_decay_toward, reference_slots
@@ -425,6 +426,11 @@ class Rule:
                     )
                 if x is not None:
                     check_slot_fits(backend, slot, name, p, x)
+        # No slot may share memory with a parameter or another slot (once per new state).
+        held = [(f"`state` slot {slot!r} of {name!r}", x) for slot, per_leaf in state.slots.items()
+                for name, x in zip(flat.names, per_leaf) if x is not None]
+        check_disjoint(backend, [f"parameter {n!r}" for n in flat.names] + [label for label, _ in held],
+                       list(flat.leaves) + [x for _, x in held])
 
     # -- saving and loading state (decay/rules/_state.py) ------------------------------
     def state_dict(self, state: RuleState) -> dict:
