@@ -2,12 +2,14 @@
 
 Run: python benchmarks/bench_memory_check.py [--repeats 31]
 
-On 200 float32 tensors of 50k (torch and NumPy), times, interleaved, rule.step and
-decay.torch.Optimizer.step with the check as shipped and with it replaced by a no-op,
-and the check alone; prints medians and the overhead per step.
+On 200 float32 tensors of 50k and 1,000 of 1k (torch and NumPy), times, interleaved,
+rule.step and decay.torch.Optimizer.step with the check as shipped and with it replaced
+by a no-op, and the check alone (as a step runs it: the parameters' ranges remembered
+from the last step); prints medians and the overhead per step.
 """
 
 import argparse
+import itertools
 import os
 import sys
 
@@ -21,14 +23,14 @@ import decay  # noqa: E402
 from decay import _memory, engine  # noqa: E402
 from common import interleaved_medians  # noqa: E402
 
-N, SIZE = 200, 50_000
+LAYOUTS = {"200x50k": (200, 50_000), "1000x1k": (1000, 1_000)}
 CHECK = engine.check_step_inputs
 
 
-def _sides(lib, make_rule):
+def _sides(lib, make_rule, n, size):
     rng = np.random.default_rng(0)
-    values = [rng.normal(size=SIZE).astype(np.float32) for _ in range(N)]
-    grads_np = [rng.normal(size=SIZE).astype(np.float32) for _ in range(N)]
+    values = [rng.normal(size=size).astype(np.float32) for _ in range(n)]
+    grads_np = [rng.normal(size=size).astype(np.float32) for _ in range(n)]
     wrap = torch.from_numpy if lib == "torch" else np.array
     params, grads = [wrap(v.copy()) for v in values], [wrap(g) for g in grads_np]
     rule = make_rule()
@@ -45,8 +47,8 @@ def _sides(lib, make_rule):
         opt = decay.torch.Optimizer(opt_params, make_rule())
         sides["torch.Optimizer"] = opt.step
     backend = decay.get_backend(lib)
-    names = [str(i) for i in range(N)]
-    sides["check alone"] = lambda: _memory.check_step_inputs(backend, names, params, grads, grads)
+    names, cache = [str(i) for i in range(n)], {}
+    sides["check alone"] = lambda: _memory.check_step_inputs(backend, names, params, grads, grads, cache)
     return sides
 
 
@@ -67,22 +69,22 @@ def main():
     torch.set_num_threads(1)
     rules = {"sgd": lambda: decay.sgd(0.01, weight_decay=1e-4),
              "adamw": lambda: decay.adamw(1e-3, weight_decay=1e-2)}
-    for lib in ("torch", "numpy"):
-        for rule_name, make_rule in rules.items():
-            sides = _sides(lib, make_rule)
-            timed = {}
-            for name, fn in sides.items():
-                timed[name] = fn
-                if name != "check alone":
-                    timed[name + " (no check)"] = _without_check(fn)
-            t = interleaved_medians(timed, args.repeats)
-            for name in sides:
-                if name == "check alone":
-                    print(f"{lib:5} {rule_name:5} {name:28} {t[name] * 1e6:9.1f} us")
-                    continue
-                with_check, without = t[name], t[name + " (no check)"]
-                print(f"{lib:5} {rule_name:5} {name:28} {with_check * 1e3:8.3f} ms vs {without * 1e3:8.3f} ms "
-                      f"without: {(with_check - without) * 1e6:+7.1f} us ({with_check / without:.3f}x)")
+    for lib, (layout, (n, size)), (rule_name, make_rule) in itertools.product(
+            ("torch", "numpy"), LAYOUTS.items(), rules.items()):
+        sides = _sides(lib, make_rule, n, size)
+        timed = {}
+        for name, fn in sides.items():
+            timed[name] = fn
+            if name != "check alone":
+                timed[name + " (no check)"] = _without_check(fn)
+        t = interleaved_medians(timed, args.repeats)
+        for name in sides:
+            if name == "check alone":
+                print(f"{lib:5} {layout:7} {rule_name:5} {name:22} {t[name] * 1e6:9.1f} us")
+                continue
+            with_check, without = t[name], t[name + " (no check)"]
+            print(f"{lib:5} {layout:7} {rule_name:5} {name:22} {with_check * 1e3:8.3f} ms vs {without * 1e3:8.3f} ms "
+                  f"without: {(with_check - without) * 1e6:+7.1f} us ({with_check / without:.3f}x)")
 
 
 if __name__ == "__main__":

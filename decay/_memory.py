@@ -81,15 +81,19 @@ def _refuse(first: str, second: str, how: str = "views of one storage that overl
     )
 
 
-def check_disjoint(backend, labels, tensors, allowed=None) -> bool:
+def check_disjoint(backend, labels, tensors, allowed=None, ranges=False) -> bool:
     """Refuse tensors that share memory, except pairs ``allowed(i, j)`` (indices into
     ``tensors``, i < j) accepts. ``labels`` name each tensor in the error: a list, or a
     function of the index (made only for the error: the check runs every step).
-    Returns False when the backend reports no ranges (nothing two distinct tensors share)."""
+    ``ranges``: the tensors' :meth:`memory_spans` where the caller has them. Returns
+    False when the backend has no ranges (immutable tensors)."""
     label = labels if callable(labels) else labels.__getitem__
-    ranges = backend.memory_spans(tensors)
+    if ranges is False:
+        ranges = backend.memory_spans(tensors)
     if ranges is None:
         return False
+    if not len(ranges):  # the adapter knows: nothing shared
+        return True
     lo, hi = np.asarray(ranges[0], dtype=np.int64), np.asarray(ranges[1], dtype=np.int64)
     order = np.argsort(lo, kind="stable")
     lo, hi = lo[order], hi[order]
@@ -107,10 +111,11 @@ def check_disjoint(backend, labels, tensors, allowed=None) -> bool:
     return True
 
 
-def check_step_inputs(backend, names, params, given, grads) -> None:
+def check_step_inputs(backend, names, params, given, grads, cache=None) -> None:
     """The per-step check of one step's parameters and gradients (see the module's
     docstring for what is accepted): ``given`` as the caller passed them, ``grads`` as
-    the backend reads them (:meth:`Backend.read_all`)."""
+    the backend reads them (:meth:`Backend.read_all`). ``cache``: a dict the caller
+    keeps between steps (:meth:`Backend.step_spans`)."""
     n = len(params)
 
     def label(i):
@@ -126,10 +131,10 @@ def check_step_inputs(backend, names, params, given, grads) -> None:
             return False
         return backend.memory_layout(tensors[i]) == backend.memory_layout(tensors[j])
 
-    if check_disjoint(backend, label, tensors, allowed):
+    if check_disjoint(backend, label, tensors, allowed, backend.step_spans(params, grads, cache)):
         return
-    # No ranges (immutable tensors, arrays owning their memory): only the same object
-    # given as another parameter's gradient can share memory, refused on every backend.
+    # Immutable tensors: only the same object given as another parameter's gradient
+    # aliases it, refused as on every backend.
     if not set(map(id, params)).isdisjoint(map(id, given)):
         position = {id(p): i for i, p in enumerate(params)}
         for j, g in enumerate(given):

@@ -350,7 +350,8 @@ def step(rule, backend, params, grads, columns, *, groups, group_of, decayed, st
     t0 = steps if isinstance(steps, int) else min(steps)
     with backend.no_grad():
         given, grads = grads, backend.read_all(grads)
-        check_step_inputs(backend, names, params, given, grads)
+        check_step_inputs(backend, names, params, given, grads,
+                          None if owner is None else owner.__dict__.setdefault("_memory_cache", {}))
         if skips_nonfinite(rule.on_nonfinite, backend, names, grads, t0):
             return True, params, columns
         if parts is None or not isinstance(steps, int):

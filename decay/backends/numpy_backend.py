@@ -116,9 +116,10 @@ class NumpyBackend(Backend):
         return self.strides_overlap(x.shape, x.strides, x.itemsize)
 
     def memory_spans(self, xs):
-        # Arrays that own their memory (base None) share it with no other distinct array.
-        if all(b is None for b in map(_BASE_ATTR, xs)) and len(set(map(id, xs))) == len(xs):
-            return None
+        # Arrays that own their memory (base None) share it with no other distinct array:
+        # () says "nothing shared", found by two C-level passes.
+        if all(map(operator.is_, map(_BASE_ATTR, xs), itertools.repeat(None))) and len(set(map(id, xs))) == len(xs):
+            return ()
         spans = [span(*self.memory_layout(x)) if isinstance(x, np.ndarray) else (0, 0) for x in xs]
         return [a for a, _ in spans], [b for _, b in spans]
 

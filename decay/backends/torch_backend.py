@@ -186,6 +186,28 @@ class TorchBackend(Backend):
         spans = [span(*self.memory_layout(x)) for x in xs]
         return [a for a, _ in spans], [b for _, b in spans]
 
+    def step_spans(self, params, grads, cache=None):
+        # The parameters' ranges are remembered while the same tensors come back at the
+        # same addresses (held in ``cache``, so their ids cannot be reused; a .data swap
+        # moves the pointer); each step reads the parameters' data pointers and the
+        # gradients' pointers and contiguity only: a contiguous gradient has its
+        # parameter's shape and dtype (both callers check it), so its byte count.
+        ptrs = np.fromiter(map(_DATA_PTR, params), np.int64, len(params))
+        held = None if cache is None else cache.get("params")
+        if (held is None or len(held[0]) != len(params) or not all(map(operator.is_, held[0], params))
+                or not np.array_equal(held[4], ptrs)):
+            lo, hi = self.memory_spans(params)
+            held = (list(params), np.asarray(lo), np.asarray(hi),
+                    np.fromiter(map(_NBYTES, params), np.int64, len(params)), ptrs)
+            if cache is not None:
+                cache["params"] = held
+        g_lo = np.fromiter(map(_DATA_PTR, grads), np.int64, len(grads))
+        if all(map(_IS_CONTIGUOUS, grads)) and g_lo.all():
+            g_hi = g_lo + held[3]
+        else:
+            g_lo, g_hi = self.memory_spans(grads)
+        return np.concatenate([held[1], g_lo]), np.concatenate([held[2], g_hi])
+
     def memory_layout(self, x):
         size = x.element_size()
         return x.data_ptr(), tuple(x.shape), tuple(s * size for s in x.stride()), size

@@ -211,7 +211,7 @@ class Optimizer(torch.optim.Optimizer):
             self.rule, self._backend, run_params, run_grads, run_columns, groups=hypers, group_of=group_of,
             decayed=decayed, steps=steps[0] if uniform else steps, parts=parts,
             names=[f"param {i}" for i in range(len(params))] if self.rule.on_nonfinite != "apply" else (),
-            fast=self.rule.use_fast_path,
+            fast=self.rule.use_fast_path, owner=self,
         )
         if skipped:
             self.skipped_steps += 1

@@ -52,7 +52,7 @@ def _same_leaves(params, flat, leaves) -> bool:
 
 
 # Attributes that are caches, dropped when a rule is pickled or copied.
-_CACHES = ("_step_cache", "_trusted_slots", "_xla_steps")
+_CACHES = ("_step_cache", "_trusted_slots", "_xla_steps", "_memory_cache")
 
 
 class Rule:

@@ -333,3 +333,37 @@ def test_a_state_slot_sharing_memory_with_a_param_is_refused(lib):
     with pytest.raises(decay.DecayError, match=r"parameter '0' and `state` slot 'momentum_buffer' of '0' share memory"):
         rule.step(params, [wrap(np.ones(4))] * 2, state)
     assert_unchanged(before, snapshot(params, state))
+
+
+def test_the_parameters_ranges_remembered_between_steps_never_refuse_wrongly_or_miss():
+    """rule.step and decay.torch.Optimizer remember the parameters' memory ranges while
+    the same tensors come back: a gradient overlapping a parameter at a later step is
+    still refused; a parameter whose .data moved is seen where it now is (a gradient
+    overlapping its new memory refused, one lying where it was taken: θ − lr·g)."""
+    for path in ("step", "optimizer"):
+        x = torch.zeros(4, 6, dtype=torch.float64)
+        p = x[:, :3]
+        rule = decay.sgd(0.5)
+        if path == "optimizer":
+            opt = decay.torch.Optimizer([p.requires_grad_(True)], rule)
+
+            def step(grad):
+                p.grad = grad
+                opt.step()
+        else:
+            box = [rule.init(p)]
+
+            def step(grad):
+                box[0] = rule.step(p, grad, box[0])[1]
+        step(torch.ones(4, 3, dtype=torch.float64))
+        before = x.clone()
+        with pytest.raises(decay.DecayError, match="share memory"):
+            step(x[:, 1:4])
+        assert torch.equal(x, before)
+        old, y = p.data, torch.zeros(4, 6, dtype=torch.float64)
+        p.data = y[:, :3]
+        with pytest.raises(decay.DecayError, match="share memory"):
+            step(y[:, 1:4])
+        assert torch.equal(y, torch.zeros(4, 6, dtype=torch.float64))
+        step(old)  # where p was: no longer shared
+        assert torch.equal(p.detach(), torch.full((4, 3), 0.25, dtype=torch.float64))
