@@ -25,6 +25,7 @@ import operator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ._memory import check_step_inputs
 from .errors import DecayError
 
 LOW_PRECISION = ("float16", "bfloat16")
@@ -348,7 +349,9 @@ def step(rule, backend, params, grads, columns, *, groups, group_of, decayed, st
     written when the step is skipped or any check fails."""
     t0 = steps if isinstance(steps, int) else min(steps)
     with backend.no_grad():
-        grads = backend.read_all(grads)
+        given, grads = grads, backend.read_all(grads)
+        check_step_inputs(backend, names, params, given, grads,
+                          None if owner is None else owner.__dict__.setdefault("_memory_cache", {}))
         if skips_nonfinite(rule.on_nonfinite, backend, names, grads, t0):
             return True, params, columns
         if parts is None or not isinstance(steps, int):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 
+from ._memory import check_disjoint
 from .errors import DecayError
 
 
@@ -133,8 +134,9 @@ def check_bool_result(what: str, value) -> bool:
 
 def check_updatable(names, leaves, backend, what: str = "params") -> None:
     """Parameters an in-place update can be defined on: each tensor once (the same tensor
-    twice would be stepped twice on one backend and once on another) and none whose
-    elements share memory (an expanded, stride-0 view: torch refuses to write it)."""
+    twice would be stepped twice on one backend and once on another), none whose
+    elements share memory (an expanded, stride-0 view: torch refuses to write it), and no
+    two that are overlapping views of one storage (see :mod:`decay._memory`)."""
     if len(set(map(id, leaves))) != len(leaves):
         seen, twice = {}, []
         for name, leaf in zip(names, leaves):
@@ -153,6 +155,7 @@ def check_updatable(names, leaves, backend, what: str = "params") -> None:
                 "stride-0 view: it cannot be updated in place. Pass a tensor that owns its "
                 "memory, e.g. x.clone() (torch) or x.copy() (NumPy)."
             )
+    check_disjoint(backend, [f"parameter {n!r}" for n in names], leaves)  # overlapping views of one storage
 
 
 def check_slot_fits(backend, slot: str, name: str, param, x) -> None:
@@ -177,18 +180,29 @@ def check_slot_fits(backend, slot: str, name: str, param, x) -> None:
         )
 
 
-def dense_grads(rule, backend, names, grads) -> list:
-    """``grads`` with sparse gradients made dense, where the rule takes them (SGD, as
-    torch.optim.SGD does: the dense step gives its numbers); refused for a rule that does
-    not (torch.optim.Adam refuses them too)."""
-    sparse = [n for n, g in zip(names, grads) if backend.is_sparse(g)]
+def dense_grads(rule, backend, names, grads, decay_acts=None) -> list:
+    """``grads`` with sparse gradients made dense, where the rule takes them (SGD and
+    Adagrad, as torch.optim.SGD and Adagrad do: their sparse step is the dense
+    gradient's, bit for bit); refused for a rule that does not (torch.optim.Adam refuses
+    them too), and for a parameter that weight decay or a penalty acts on
+    (``decay_acts``, one flag per gradient): torch.optim.SGD and Adagrad raise for a
+    sparse gradient with ``weight_decay != 0``. Checked before anything is written."""
+    sparse = [i for i, g in enumerate(grads) if backend.is_sparse(g)]
     if not sparse:
         return grads
     if not rule.sparse_gradients:
         raise DecayError(
-            f"The gradients of {sparse} are sparse; {rule.name} does not take sparse gradients "
-            "(torch.optim refuses them for this rule too). Pass dense gradients (g.to_dense()) "
-            "or use decay.sgd, which takes them."
+            f"The gradients of {[names[i] for i in sparse]} are sparse; {rule.name} does not take sparse "
+            "gradients (torch.optim refuses them for this rule too). Pass dense gradients (g.to_dense()) "
+            "or use decay.sgd or decay.adagrad, which take them."
+        )
+    decayed = [names[i] for i in sparse if decay_acts is not None and decay_acts[i]]
+    if decayed:
+        raise DecayError(
+            f"The gradients of {decayed} are sparse, and weight decay (or a penalty) acts on those "
+            f"parameters; torch.optim.SGD and Adagrad refuse sparse gradients with weight_decay != 0. "
+            "Nothing was updated. Pass dense gradients (g.to_dense()), set weight_decay=0 for them "
+            "(a mask or a param group), or give the embedding its own rule without decay."
         )
     return [backend.to_dense(g) if backend.is_sparse(g) else g for g in grads]
 

@@ -193,6 +193,25 @@ class Backend(Ops):
         stride-0 view): an in-place update of it has no meaning. Immutable tensors never do."""
         return False
 
+    def memory_spans(self, xs):
+        """``(lo, hi)``: two sequences, the byte range [lo, hi) each tensor's elements
+        lie in; ``()`` when the adapter knows that no two tensors of ``xs`` share memory
+        (NumPy arrays that each own theirs); None when tensors are never written in
+        place (immutable tensors: only the same object twice can alias). Attribute reads
+        only, no element work: :func:`decay._memory.check_disjoint` runs it every step."""
+        return None
+
+    def step_spans(self, params, grads, cache=None):
+        """:meth:`memory_spans` of ``params`` then ``grads`` (one step's). ``cache`` (a
+        dict the caller keeps between steps, or None) lets an adapter remember what
+        it read of the same parameters last step."""
+        return self.memory_spans(list(params) + list(grads))
+
+    def memory_layout(self, x):
+        """``(address, shape, byte strides, itemsize)`` of a tensor that
+        :meth:`memory_spans` reports, for the exact overlap test."""
+        raise NotImplementedError
+
     def is_sparse(self, x) -> bool:
         """Whether ``x`` is a sparse tensor (torch's sparse layouts)."""
         return False

@@ -46,7 +46,8 @@ def _coefficient_dtype():
 # Rule attributes the step's structure already covers (the Hyper records and the parts
 # are made from them) or that are caches.
 _COVERED = frozenset({"_kwargs", "defaults", "groups", "mask", "regularizer", "_layout_cache",
-                      "_step_cache", "_trusted_slots", "_xla_steps", "_signature", "_version"})
+                      "_step_cache", "_trusted_slots", "_xla_steps", "_signature", "_version",
+                      "_memory_cache"})
 
 
 def _plain(value) -> bool:

@@ -9,6 +9,7 @@ import threading
 import numpy as np
 
 from ..errors import DecayError
+from .._memory import span
 from .base import Backend
 
 # Elements per block of the in-place fast path: each operation of the rule's definition
@@ -113,6 +114,17 @@ class NumpyBackend(Backend):
         if x.flags.c_contiguous or x.flags.f_contiguous:
             return False
         return self.strides_overlap(x.shape, x.strides, x.itemsize)
+
+    def memory_spans(self, xs):
+        # Arrays that own their memory (base None) share it with no other distinct array:
+        # () says "nothing shared", found by two C-level passes.
+        if all(map(operator.is_, map(_BASE_ATTR, xs), itertools.repeat(None))) and len(set(map(id, xs))) == len(xs):
+            return ()
+        spans = [span(*self.memory_layout(x)) if isinstance(x, np.ndarray) else (0, 0) for x in xs]
+        return [a for a, _ in spans], [b for _, b in spans]
+
+    def memory_layout(self, x):
+        return x.__array_interface__["data"][0], x.shape, x.strides, x.itemsize
 
     def grads_alias(self, grads, params):
         # The same array, or views of one buffer that may overlap (bounds compared).

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import DecayError
+from .._memory import span
 from .base import Backend
 
 # torch._foreach_norm serves these dtypes in the penalties' reductions (float16/bfloat16
@@ -32,6 +33,7 @@ _DEVICE = operator.attrgetter("device")
 _IS_CPU = operator.attrgetter("is_cpu")
 _IS_CONTIGUOUS = torch.Tensor.is_contiguous
 _DATA_PTR = torch.Tensor.data_ptr
+_NBYTES = operator.attrgetter("nbytes")
 _FUSED_DTYPES = frozenset((torch.float32, torch.float64))
 _DEREF = weakref.ref.__call__
 _DTYPE_NAMES: dict = {}  # str(dtype) per call costs more than the update of a small tensor
@@ -196,6 +198,41 @@ class TorchBackend(Backend):
         # (as_strided), and its in-place operations then write regardless: the stride test.
         overlap = torch._debug_has_internal_overlap(x)
         return overlap == 1 or (overlap == 2 and self.strides_overlap(x.shape, x.stride()))
+
+    def memory_spans(self, xs):
+        # Contiguous tensors (the usual case): [data_ptr, data_ptr + nbytes), three C-level
+        # passes. A null pointer (the meta device, empty tensors) holds nothing.
+        ptrs = np.fromiter(map(_DATA_PTR, xs), np.int64, len(xs))
+        if all(map(_IS_CONTIGUOUS, xs)) and ptrs.all():
+            return ptrs, ptrs + np.fromiter(map(_NBYTES, xs), np.int64, len(xs))
+        spans = [span(*self.memory_layout(x)) for x in xs]
+        return [a for a, _ in spans], [b for _, b in spans]
+
+    def step_spans(self, params, grads, cache=None):
+        # The parameters' ranges are remembered while the same tensors come back at the
+        # same addresses (held in ``cache``, so their ids cannot be reused; a .data swap
+        # moves the pointer); each step reads the parameters' data pointers and the
+        # gradients' pointers and contiguity only: a contiguous gradient has its
+        # parameter's shape and dtype (both callers check it), so its byte count.
+        ptrs = np.fromiter(map(_DATA_PTR, params), np.int64, len(params))
+        held = None if cache is None else cache.get("params")
+        if (held is None or len(held[0]) != len(params) or not all(map(operator.is_, held[0], params))
+                or not np.array_equal(held[4], ptrs)):
+            lo, hi = self.memory_spans(params)
+            held = (list(params), np.asarray(lo), np.asarray(hi),
+                    np.fromiter(map(_NBYTES, params), np.int64, len(params)), ptrs)
+            if cache is not None:
+                cache["params"] = held
+        g_lo = np.fromiter(map(_DATA_PTR, grads), np.int64, len(grads))
+        if all(map(_IS_CONTIGUOUS, grads)) and g_lo.all():
+            g_hi = g_lo + held[3]
+        else:
+            g_lo, g_hi = self.memory_spans(grads)
+        return np.concatenate([held[1], g_lo]), np.concatenate([held[2], g_hi])
+
+    def memory_layout(self, x):
+        size = x.element_size()
+        return x.data_ptr(), tuple(x.shape), tuple(s * size for s in x.stride()), size
 
     def grads_alias(self, grads, params):
         # The same tensor, or a view that starts where the parameter starts (p.detach(),

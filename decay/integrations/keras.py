@@ -41,7 +41,8 @@ counted in :attr:`Optimizer.skipped_steps` (an optimizer variable, saved with th
 model). ``"raise"``: eagerly, a :class:`decay.DecayError`; inside a ``tf.function``
 (``model.fit`` without ``run_eagerly``) TensorFlow turns every exception raised in a
 host call into ``tf.errors.InvalidArgumentError``, whose message carries the
-DecayError's. Either way nothing is updated and ``iterations`` does not advance.
+DecayError's (docs/guarantees.md says why no DecayError can reach the user from a
+compiled ``fit``). Either way nothing is updated and ``iterations`` does not advance.
 
 Masks and groups match the Keras variable's ``path`` (``"dense/kernel"``,
 ``"dense_1/bias"``), so ``decay.masks.exclude_names("bias")`` behaves as Keras's

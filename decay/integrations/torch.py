@@ -177,9 +177,10 @@ class Optimizer(torch.optim.Optimizer):
             hyper = self._checked(group)
             # torch checked each .grad's shape, dtype and device when it was assigned.
             grads_now = [p.grad for p in chosen]
-            if any(map(_IS_SPARSE, grads_now)):  # SGD takes them (made dense), as torch.optim.SGD
+            if any(map(_IS_SPARSE, grads_now)):  # SGD, Adagrad take them (made dense), as torch.optim's
                 grads_now = dense_grads(self.rule, self._backend, [f"param {len(params) + i}" for i in range(len(chosen))],
-                                        grads_now)
+                                        grads_now, self.rule.decay_acts([hyper], [0] * len(chosen),
+                                                                        self._decayed(group, chosen)))
             group_of.extend([len(hypers)] * len(chosen))
             hypers.append(hyper)
             decayed.extend(self._decayed(group, chosen))
@@ -214,7 +215,7 @@ class Optimizer(torch.optim.Optimizer):
             self.rule, self._backend, run_params, run_grads, run_columns, groups=hypers, group_of=group_of,
             decayed=decayed, steps=steps[0] if uniform else steps, parts=parts,
             names=[f"param {i}" for i in range(len(params))] if self.rule.on_nonfinite != "apply" else (),
-            fast=self.rule.use_fast_path,
+            fast=self.rule.use_fast_path, owner=self,
         )
         if skipped:
             self.skipped_steps += 1

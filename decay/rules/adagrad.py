@@ -36,6 +36,7 @@ class Adagrad(Rule):
     name = "adagrad"
     hyper_names = ("lr", "weight_decay", "lr_decay", "eps")
     Hyper = AdagradHyper
+    sparse_gradients = True  # as torch.optim.Adagrad: its sparse step is the dense gradient's, bit for bit
 
     def __init__(self, *, initial_accumulator_value=0.0, eps_inside_sqrt=False, **kwargs):
         self.initial_accumulator_value = check_number("initial_accumulator_value", initial_accumulator_value)

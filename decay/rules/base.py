@@ -23,6 +23,7 @@ from ..penalties import Penalty
 from ..tree import flatten, flatten_like, same_pytree, state_by_name, unflatten
 from ..validation import (check_choice, check_flag, check_number_or_schedule, check_slot_fits, check_updatable,
                           dense_grads)
+from .._memory import check_disjoint
 from . import _decay, _state
 from ._config import rule_to_config
 from ._reference import check_decay_toward, reference_slots
@@ -51,7 +52,7 @@ def _same_leaves(params, flat, leaves) -> bool:
 
 
 # Attributes that are caches, dropped when a rule is pickled or copied.
-_CACHES = ("_step_cache", "_trusted_slots", "_xla_steps", "_signature", "_version")
+_CACHES = ("_step_cache", "_trusted_slots", "_xla_steps", "_signature", "_version", "_memory_cache")
 
 
 class Rule:
@@ -193,6 +194,11 @@ class Rule:
         """Where weight decay sits for leaves of ``group`` (see :mod:`decay.rules._decay`)."""
         return _decay.plan(self, group, decayed)
 
+    def decay_acts(self, hypers: list, group_of, decayed) -> list:
+        """Per leaf, whether weight decay or a penalty acts on it (its decay plan is not
+        the empty one): where a sparse gradient is refused, as torch.optim refuses it."""
+        return [self.decay_plan(hypers[g], d) != _decay.NO_DECAY for g, d in zip(group_of, decayed)]
+
     def decays(self, group: dict | None = None) -> bool:
         """Whether the weight decay of ``group`` (default: the rule's) can act."""
         return _decay.decays(self.defaults if group is None else group)
@@ -278,7 +284,8 @@ class Rule:
         flat, backend, layouts, (group_of, decayed), parts = self._checked_params(params)
         g_leaves = flatten_like(grads, flat, "grads", "params")
         if layouts is None or backend.layouts(g_leaves) != layouts:
-            g_leaves = dense_grads(self, backend, flat.names, g_leaves)
+            g_leaves = dense_grads(self, backend, flat.names, g_leaves,
+                                   self.decay_acts(self.hyper_sets(), group_of, decayed))
             self._check_grads(backend, flat, g_leaves)  # finds and names the mismatch
         state = state_by_name(state, flat)
         self._check_state_cached(state, flat, backend)
@@ -456,6 +463,11 @@ class Rule:
                     )
                 if x is not None:
                     check_slot_fits(backend, slot, name, p, x)
+        # No slot may share memory with a parameter or another slot (once per new state).
+        held = [(f"`state` slot {slot!r} of {name!r}", x) for slot, per_leaf in state.slots.items()
+                for name, x in zip(flat.names, per_leaf) if x is not None]
+        check_disjoint(backend, [f"parameter {n!r}" for n in flat.names] + [label for label, _ in held],
+                       list(flat.leaves) + [x for _, x in held])
 
     # -- saving and loading state (decay/rules/_state.py) ------------------------------
     def state_dict(self, state: RuleState) -> dict:

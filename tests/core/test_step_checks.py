@@ -150,7 +150,7 @@ def test_a_rule_pickles_and_copies_without_its_caches(native):
     params, state = warm(native, rule, params)
     for twin in (pickle.loads(pickle.dumps(rule)), copy.deepcopy(rule)):
         assert twin._step_cache is None and twin._trusted_slots is None
-        assert "_xla_steps" not in twin.__dict__
+        assert "_xla_steps" not in twin.__dict__ and "_memory_cache" not in twin.__dict__
         # The copy works on its own: same numbers as the original from the same state.
         p1 = [native.param(native.numpy(p), "float64") for p in params]
         p2 = [native.param(native.numpy(p), "float64") for p in params]

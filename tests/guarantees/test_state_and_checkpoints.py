@@ -71,19 +71,31 @@ def _sparse(values):
     return torch.sparse_coo_tensor(index, torch.tensor(values, dtype=torch.float64), (4,))
 
 
-def test_sparse_gradients_take_torch_sgds_numbers():
-    """torch.optim.SGD takes sparse gradients (without weight decay); so does decay.sgd,
-    on rule.step and through decay.torch.Optimizer."""
+# The rules that take sparse gradients, each with torch.optim's twin (no weight decay:
+# torch.optim refuses that with a sparse gradient).
+SPARSE_RULES = {
+    "sgd": (lambda: decay.sgd(0.1, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
+    "adagrad": (lambda: decay.adagrad(0.1, lr_decay=0.1, initial_accumulator_value=0.5),
+                lambda p: torch.optim.Adagrad(p, lr=0.1, lr_decay=0.1, initial_accumulator_value=0.5)),
+}
+
+
+@pytest.mark.parametrize("rule_name", list(SPARSE_RULES))
+def test_sparse_gradients_take_torch_optims_numbers(rule_name):
+    """torch.optim.SGD and Adagrad take sparse gradients (without weight decay); so do
+    decay.sgd and decay.adagrad, on rule.step and through decay.torch.Optimizer. Their
+    sparse step is the dense gradient's (Adagrad's _make_sparse path too), bit for bit."""
+    make_rule, make_torch = SPARSE_RULES[rule_name]
     grads = [_sparse([1.0, 2.0, 3.0]), _sparse([-1.0, 0.5, 0.25])]
     p = torch.ones(4, dtype=torch.float64, requires_grad=True)
-    reference = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    reference = make_torch([p])
     for g in grads:
         p.grad = g
         reference.step()
     q = torch.ones(4, dtype=torch.float64, requires_grad=True)
-    opt = decay.torch.Optimizer([q], decay.sgd(0.1, momentum=0.9))
+    opt = decay.torch.Optimizer([q], make_rule())
     r = torch.ones(4, dtype=torch.float64)
-    rule = decay.sgd(0.1, momentum=0.9)
+    rule = make_rule()
     state = rule.init(r)
     for g in grads:
         q.grad = g
@@ -104,6 +116,56 @@ def test_sparse_gradients_are_refused_where_torch_refuses_them():
     state = rule.init(p.detach())
     with pytest.raises(decay.DecayError, match="sparse"):
         rule.step(p.detach(), p.grad, state)
+
+
+DECAYED = {  # torch.optim's twin raises for each: weight_decay != 0 with a sparse gradient
+    "sgd": lambda: decay.sgd(0.1, momentum=0.9, weight_decay=0.01),
+    "sgd-decoupled": lambda: decay.sgd(0.1, weight_decay=0.01, decoupled=True),
+    "adagrad": lambda: decay.adagrad(0.1, weight_decay=0.01),
+}
+
+
+@pytest.mark.parametrize("kind", list(DECAYED))
+def test_sparse_gradients_with_weight_decay_are_refused_and_change_nothing(kind):
+    """torch.optim.SGD ("add(sparse, dense) is not supported") and Adagrad ("weight_decay
+    option is not compatible with sparse gradients") raise; decay refuses the same input
+    with a DecayError before any write, on rule.step and decay.torch.Optimizer. A mask
+    that leaves the parameter undecayed makes it torch's weight_decay=0 case: taken."""
+    torch_cls = torch.optim.Adagrad if kind == "adagrad" else torch.optim.SGD
+    p = torch.ones(4, dtype=torch.float64, requires_grad=True)
+    p.grad = _sparse([1.0, 2.0, 3.0])
+    with pytest.raises(RuntimeError):
+        torch_cls([p], lr=0.1, weight_decay=0.01).step()
+    for path in ("step", "optimizer"):
+        rule = DECAYED[kind]()
+        q = torch.ones(4, dtype=torch.float64, requires_grad=True)
+        w = torch.ones(2, dtype=torch.float64, requires_grad=True)
+        if path == "optimizer":
+            opt = decay.torch.Optimizer([w, q], rule)
+            w.grad, q.grad = torch.ones(2, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+            opt.step()  # step 1 from a state made by a clean step: it must stay as it is
+            q.grad = _sparse([1.0, 2.0, 3.0])
+            before, values = torch_state_snapshot(opt), [w.detach().clone(), q.detach().clone()]
+            with pytest.raises(decay.DecayError, match=r"\['param 1'\] are sparse, and weight decay.*to_dense"):
+                opt.step()
+            assert_torch_state_unchanged(before, opt)
+            assert torch.equal(w.detach(), values[0]) and torch.equal(q.detach(), values[1])
+        else:
+            params = {"w": w.detach(), "q": q.detach()}
+            state = rule.init(params)
+            before = snapshot(params, state)
+            grads = {"w": torch.ones(2, dtype=torch.float64), "q": _sparse([1.0, 2.0, 3.0])}
+            with pytest.raises(decay.DecayError, match=r"\['q'\] are sparse, and weight decay"):
+                rule.step(params, grads, state)
+            assert_unchanged(before, snapshot(params, state))
+    # The parameter masked out of the decay: torch.optim's weight_decay=0 group's numbers.
+    kwargs = dict(weight_decay=0.01, mask=decay.masks.exclude_names("q"))
+    rule = decay.adagrad(0.1, **kwargs) if kind == "adagrad" else decay.sgd(0.1, **kwargs)
+    q = torch.ones(4, dtype=torch.float64)
+    q, _ = rule.step({"q": q}, {"q": _sparse([1.0, 2.0, 3.0])}, rule.init({"q": q}))
+    p.grad = _sparse([1.0, 2.0, 3.0])
+    torch_cls([p], lr=0.1).step()
+    assert_close(q["q"].numpy(), p.detach().numpy(), "float64", 1)
 
 
 def test_load_state_dict_of_another_optimizer_is_refused_at_load():
