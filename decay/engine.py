@@ -314,10 +314,12 @@ def _body(rule, backend, parts, hypers, steps, params: list, grads: list, column
 
 
 # -- 5. run and write ------------------------------------------------------------------------------
-def run(rule, backend, parts, hypers, params, grads, columns: dict, *, steps=0, fast=True, owner=None):
+def run(rule, backend, parts, hypers, params, grads, columns: dict, *, steps=0, fast=True, owner=None,
+        aliased=None):
     """Run the step for ``parts`` and write the parameters. Returns (params, columns):
     the parameters as :meth:`Backend.write` gives them back (the same objects where
-    they are mutable) and the slot lists, updated or with new tensors."""
+    they are mutable) and the slot lists, updated or with new tensors. ``aliased``: per
+    gradient, whether it is its parameter's memory, where the memory check found it."""
     rule.check_leaves(backend, params)  # the rule's own preconditions, before any write
     columns = {name: list(col) for name, col in columns.items()}
     if fast and backend.compiles and owner is not None:
@@ -330,7 +332,7 @@ def run(rule, backend, parts, hypers, params, grads, columns: dict, *, steps=0, 
         if backend.run_compiled(owner, structure, traced, params, grads, columns, values):
             return list(params), columns
     work = backend.read_all(params)  # the params themselves where they can be written in place
-    shared = backend.grads_alias(grads, work)
+    shared = backend.grads_alias(grads, work) if aliased is None else aliased
     if any(shared):
         # A gradient that is its parameter or a view of it (step(x, x, ...),
         # p.detach()) would change under the in-place update before it is read: it is
@@ -350,8 +352,8 @@ def step(rule, backend, params, grads, columns, *, groups, group_of, decayed, st
     t0 = steps if isinstance(steps, int) else min(steps)
     with backend.no_grad():
         given, grads = grads, backend.read_all(grads)
-        check_step_inputs(backend, names, params, given, grads,
-                          None if owner is None else owner.__dict__.setdefault("_memory_cache", {}))
+        aliased = check_step_inputs(backend, names, params, given, grads,
+                                    None if owner is None else owner.__dict__.setdefault("_memory_cache", {}))
         if skips_nonfinite(rule.on_nonfinite, backend, names, grads, t0):
             return True, params, columns
         if parts is None or not isinstance(steps, int):
@@ -359,5 +361,6 @@ def step(rule, backend, params, grads, columns, *, groups, group_of, decayed, st
             parts, pairs = partition(rule, groups, group_of, decayed, dtypes, None if isinstance(steps, int) else steps)
             steps = steps if isinstance(steps, int) else pairs
         hypers = coefficients(rule, groups, steps)
-        out, columns = run(rule, backend, parts, hypers, params, grads, columns, steps=steps, fast=fast, owner=owner)
+        out, columns = run(rule, backend, parts, hypers, params, grads, columns, steps=steps, fast=fast, owner=owner,
+                           aliased=aliased)
     return False, out, columns

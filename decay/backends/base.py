@@ -207,6 +207,11 @@ class Backend(Ops):
         it read of the same parameters last step."""
         return self.memory_spans(list(params) + list(grads))
 
+    def step_key(self, params, grads):
+        """A hashable record of everything :meth:`step_spans` reads of one step's
+        tensors, or None: while it repeats, the memory check's last verdict stands."""
+        return None
+
     def memory_layout(self, x):
         """``(address, shape, byte strides, itemsize)`` of a tensor that
         :meth:`memory_spans` reports, for the exact overlap test."""

@@ -230,6 +230,14 @@ class TorchBackend(Backend):
             g_lo, g_hi = self.memory_spans(grads)
         return np.concatenate([held[1], g_lo]), np.concatenate([held[2], g_hi])
 
+    def step_key(self, params, grads):
+        # Contiguous tensors only: then a pointer and a byte count give the range (the
+        # gradients' counts are their parameters': the callers check shapes and dtypes).
+        # (A parameter's byte count is read where its pointer changes, as step_spans does.)
+        if not all(map(_IS_CONTIGUOUS, grads)):
+            return None
+        return tuple(map(id, params)), tuple(map(_DATA_PTR, params)), tuple(map(_DATA_PTR, grads))
+
     def memory_layout(self, x):
         size = x.element_size()
         return x.data_ptr(), tuple(x.shape), tuple(s * size for s in x.stride()), size
