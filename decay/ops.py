@@ -79,6 +79,10 @@ class Ops:
         """x ← √x."""
         xs[:] = [self.sqrt(x) for x in xs]
 
+    def clamp_min_(self, xs: list, s) -> None:
+        """x ← max(x, s), elementwise (``s`` a scalar or a list of scalars, one per x)."""
+        xs[:] = [self.maximum(x, y) for x, y in zip(xs, self._each(xs, s))]
+
     # -- new lists -----------------------------------------------------------------------
     def add(self, xs: list, ys: list, alpha=1.0) -> list:
         """A new list x + alpha·y."""
@@ -154,6 +158,17 @@ class Ops:
         raise NotImplementedError
 
     def transpose(self, x):
+        raise NotImplementedError
+
+    # -- reductions over one axis (Adafactor's factored second moment) -------------------
+    # A list operation of two lists broadcasts as NumPy does (a (m, 1) by a (1, n) list
+    # gives (m, n) entries); an in-place one keeps x's shape, so y must broadcast to it.
+    def mean_all(self, xs: list, axes: list) -> list:
+        """A new list of means: each x's over its axis ``axes[i]`` (an int, kept as a
+        dimension of size 1), or over every element (``axes[i]`` None: a 0-d entry)."""
+        return [self.mean(x, axis) for x, axis in zip(xs, axes)]
+
+    def mean(self, x, axis):
         raise NotImplementedError
 
     def abs(self, x):

@@ -91,6 +91,9 @@ class TorchBackend(Backend):
     def zeros_like(self, x):
         return torch.zeros_like(x, memory_format=torch.preserve_format)
 
+    def zeros(self, shape, like):
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
     def sqrt(self, x):
         return torch.sqrt(x)
 
@@ -213,6 +216,9 @@ class TorchBackend(Backend):
     def sqrt_(self, xs):
         torch._foreach_sqrt_(xs)
 
+    def clamp_min_(self, xs, s):
+        torch._foreach_clamp_min_(xs, s)
+
     def add(self, xs, ys, alpha=1.0):
         return list(torch._foreach_add(xs, ys, alpha=alpha))
 
@@ -295,6 +301,9 @@ class TorchBackend(Backend):
 
     def matmul(self, a, b):
         return torch.matmul(a, b)
+
+    def mean(self, x, axis):
+        return x.mean() if axis is None else x.mean(dim=axis, keepdim=True)
 
     def transpose(self, x):
         return x.transpose(-2, -1)
