@@ -58,7 +58,8 @@ class Adafactor(Rule):
       (128) elements (``factored_dims="largest_two"``), else a full accumulator;
     - where ε₁ enters: the paper, Keras and optax add it to g² before averaging
       (``eps_added_to_squares=True``, ε₁ = 1e-30); torch floors mean_a(R) at ε₁ and
-      √V at ε₁ (ε₁ = None: the machine epsilon of the tensor's dtype, as torch);
+      √V at ε₁ (ε₁ = None: the machine epsilon of the tensor's dtype, as torch; float16
+      and bfloat16 parameters are computed in float32 and take float32's);
     - the relative step: torch and Keras take ρ_t = min(lr_t, 1/√(t+1))
       (``relative_step=True``; Keras's own ``relative_step`` flag changes nothing in
       Keras 3: its step is this min either way), optax ρ_t = lr_t;
@@ -123,9 +124,11 @@ class Adafactor(Rule):
 
     def check_group(self, hyper):
         hyper = super().check_group(hyper)
-        hyper["beta2_decay"] = -check_number("-beta2_decay", -_number(hyper["beta2_decay"]))
-        if hyper["beta2_decay"] > 0:
-            raise DecayError(f"`beta2_decay` must be <= 0 (β̂_t = 1 − t^c). Received: {hyper['beta2_decay']!r}.")
+        value = _number(hyper["beta2_decay"])
+        if not (math.isfinite(value) and value <= 0):
+            raise DecayError(f"`beta2_decay` must be a finite number <= 0 (β̂_t = 1 − t^c). Received: "
+                             f"beta2_decay={hyper['beta2_decay']!r}.")
+        hyper["beta2_decay"] = value
         return hyper
 
     def decay_plan(self, group, decayed):
@@ -250,8 +253,10 @@ def _rms(ops, xs: list, shapes: list) -> list:
     return out
 
 
-def _number(value):
-    """-value needs a number; check_number then names and refuses a bad one."""
+def _number(value) -> float:
+    """``beta2_decay`` as a float (it may be negative: check_number takes numbers >= 0)."""
+    if isinstance(value, (bool, str)) or callable(value):
+        raise DecayError(f"`beta2_decay` must be a real number <= 0. Received: beta2_decay={value!r}.")
     try:
         return float(value)
     except (TypeError, ValueError):
