@@ -79,6 +79,10 @@ class Ops:
         """x ← √x."""
         xs[:] = [self.sqrt(x) for x in xs]
 
+    def rsqrt_(self, xs: list) -> None:
+        """x ← 1/√x."""
+        xs[:] = [1.0 / self.sqrt(x) for x in xs]
+
     def clamp_min_(self, xs: list, s) -> None:
         """x ← max(x, s), elementwise (``s`` a scalar or a list of scalars, one per x)."""
         xs[:] = [self.maximum(x, y) for x, y in zip(xs, self._each(xs, s))]
@@ -167,6 +171,11 @@ class Ops:
         """A new list of means: each x's over its axis ``axes[i]`` (an int, kept as a
         dimension of size 1), or over every element (``axes[i]`` None: a 0-d entry)."""
         return [self.mean(x, axis) for x, axis in zip(xs, axes)]
+
+    def mean_squares_all(self, xs: list, axes: list) -> list:
+        """A new list of the means of x² over one axis each, as :meth:`mean_all` (without
+        forming x²: torch's ‖x‖²/n along the axis)."""
+        return [self.mean(x * x, axis) for x, axis in zip(xs, axes)]
 
     def mean(self, x, axis):
         raise NotImplementedError

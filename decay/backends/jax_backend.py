@@ -167,6 +167,9 @@ class JaxBackend(Backend):
     def matmul(self, a, b):
         return jnp.matmul(a, b)
 
+    def rsqrt_(self, xs):
+        xs[:] = [jax.lax.rsqrt(x) for x in xs]
+
     def mean(self, x, axis):
         return jnp.mean(x) if axis is None else jnp.mean(x, axis=axis, keepdims=True)
 

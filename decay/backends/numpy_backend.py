@@ -210,6 +210,11 @@ class NumpyBackend(Backend):
         for x in xs:
             np.sqrt(x, out=x)
 
+    def rsqrt_(self, xs):
+        for x in xs:
+            np.sqrt(x, out=x)
+            np.divide(1.0, x, out=x)
+
     def clamp_min_(self, xs, s):
         _in_place(np.maximum, xs, s)
 
@@ -346,6 +351,17 @@ class NumpyBackend(Backend):
 
     def matmul(self, a, b):
         return np.matmul(a, b)
+
+    def mean_squares_all(self, xs, axes):
+        out = []
+        for x, axis in zip(xs, axes):
+            if axis is None:
+                out.append(np.asarray(np.dot(x.ravel(), x.ravel()) / max(x.size, 1)))
+            else:  # einsum sums x·x along the axis without forming x² (a read of x)
+                n = x.shape[axis]
+                moved = np.moveaxis(x, axis, -1)
+                out.append(np.expand_dims(np.einsum("...i,...i->...", moved, moved) / n, axis))
+        return out
 
     def mean(self, x, axis):
         if axis is None:

@@ -278,6 +278,9 @@ class TensorflowBackend(Backend):
     def matmul(self, a, b):
         return tf.linalg.matmul(a, b)
 
+    def rsqrt_(self, xs):
+        xs[:] = [tf.math.rsqrt(x) for x in xs]
+
     def mean(self, x, axis):
         return tf.reduce_mean(x) if axis is None else tf.reduce_mean(x, axis=axis, keepdims=True)
 

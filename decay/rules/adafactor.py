@@ -197,40 +197,55 @@ class Adafactor(Rule):
             ops.clamp_min_(scale, h.min_scale)
         if decay:  # the decoupled shrink, after RMS(θ) was read (engine: plan.in_direction)
             ops.mul_(params, 1.0 - h.decay_factor)
+        floors = self.eps is None or not self.eps_added_to_squares
         eps = h.eps1 if self.eps is not None else [_MACHINE_EPS[ops.dtype_name(p)] for p in params]
-        squares = ops.mul(grads, grads)
-        if self.eps_added_to_squares:
-            ops.add_(squares, h.eps1)
         if "row_var" in slots:  # a part holds factored leaves only (engine.partition)
-            first, second = map(list, zip(*(self.factored_axes(s) for s in shapes)))
-            row, col = slots["row_var"], slots["col_var"]
-            _average(ops, h, row, ops.mean_all(squares, second))
-            _average(ops, h, col, ops.mean_all(squares, first))
-            v = ops.mul(row, col)  # R·C, broadcast to the parameter's shape
-            norm = ops.mean_all(row, first)
-            if not self.eps_added_to_squares:
-                ops.clamp_min_(norm, eps)
-            ops.div_(v, norm)
+            v = self._factored(ops, h, grads, slots, shapes, eps)
         else:
-            v = slots["variance"]
-            _average(ops, h, v, squares)
-        denom = ops.sqrt_all(v)
-        if not self.eps_added_to_squares:
-            ops.clamp_min_(denom, eps)  # √max(V, ε₁²) = max(√V, ε₁)
-        u = ops.div(grads, denom)
-        if self.clip_threshold is not None:
-            excess = _rms(ops, u, shapes)
+            squares = ops.mul(grads, grads)
+            if self.eps_added_to_squares:
+                ops.add_(squares, h.eps1)
+            _average(ops, h, slots["variance"], squares)
+            v = ops.mul(slots["variance"], 1.0)  # a copy the step may write
+        if floors:  # torch: 1/√max(V, ε₁²)
+            ops.clamp_min_(v, [e * e for e in eps] if isinstance(eps, list) else eps * eps)
+        ops.rsqrt_(v)
+        ops.mul_(v, grads)  # u = g/√V, written into V's list
+        factor = scale
+        if self.clip_threshold is not None:  # u / max(1, RMS(u)/d), one pass with the scale
+            excess = _rms(ops, v, shapes)
             ops.div_(excess, self.clip_threshold)
             ops.clamp_min_(excess, 1.0)
-            ops.div_(u, excess)
-        if scale is not None:
-            ops.mul_(u, scale)
+            if factor is None:
+                ops.div_(v, excess)
+            else:
+                ops.div_(factor, excess)
+        if factor is not None:
+            ops.mul_(v, factor)
         if self.momentum is None:
-            return u
+            return v
         m = slots["momentum"]
         ops.mul_(m, h.momentum)
-        ops.add_(m, u, alpha=h.momentum_weight)
+        ops.add_(m, v, alpha=h.momentum_weight)
         return m
+
+    def _factored(self, ops, h, grads, slots, shapes, eps) -> list:
+        """R, C updated in place; returns V = R·C/mean_a(R) (a new list, broadcast to the
+        parameters' shapes)."""
+        first, second = map(list, zip(*(self.factored_axes(s) for s in shapes)))
+        row, col = slots["row_var"], slots["col_var"]
+        row_new, col_new = ops.mean_squares_all(grads, second), ops.mean_squares_all(grads, first)
+        if self.eps_added_to_squares:  # mean(g² + ε) = mean(g²) + ε
+            ops.add_(row_new, h.eps1)
+            ops.add_(col_new, h.eps1)
+        _average(ops, h, row, row_new)
+        _average(ops, h, col, col_new)
+        v = ops.mul(row, col)
+        norm = ops.mean_all(row, first)
+        if self.eps is None or not self.eps_added_to_squares:
+            ops.clamp_min_(norm, eps)
+        ops.div_(v, norm)
+        return v
 
     def __repr__(self):
         options = ", ".join(f"{k}={self._kwargs[k]!r}" for k in (

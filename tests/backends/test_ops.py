@@ -39,6 +39,7 @@ IN_PLACE = {
     "sqrt_": (lambda o, x, y, z: o.sqrt_(x), lambda x, y, z: [np.sqrt(a) for a in x]),
     # x ≥ 1 and 1.4 cuts through it: both branches (Adafactor's floors)
     "clamp_min_ scalar": (lambda o, x, y, z: o.clamp_min_(x, 1.4), lambda x, y, z: [np.maximum(a, 1.4) for a in x]),
+    "rsqrt_": (lambda o, x, y, z: o.rsqrt_(x), lambda x, y, z: [1.0 / np.sqrt(a) for a in x]),
     "clamp_min_ list": (lambda o, x, y, z: o.clamp_min_(x, [1.2, 1.6, 0.5]),
                         lambda x, y, z: [np.maximum(a, s) for a, s in zip(x, [1.2, 1.6, 0.5])]),
 }
@@ -139,11 +140,13 @@ def test_means_over_one_axis_and_broadcasting(native, dtype):
     xs = [native.grad(a, dtype) for a in TENSORS]
     x64 = [np.asarray(a, dtype=dtype).astype(np.float64) for a in TENSORS]
     for axes in ([1, 0, None], [2, 1, 0], [0, -1, -1]):
-        means = o.mean_all(xs, axes)
-        want = [np.asarray(np.mean(a)) if ax is None else np.mean(a, axis=ax, keepdims=True) for a, ax in zip(x64, axes)]
-        for got, expected in zip(_numpy(native, means), want):
-            assert got.shape == expected.shape
-            assert_close(got, expected, dtype, steps=6, what=f"mean_all {axes}")  # a mean rounds once per term
+        for name, squared in (("mean_all", False), ("mean_squares_all", True)):
+            means = getattr(o, name)(xs, axes)
+            src = [a * a for a in x64] if squared else x64
+            want = [np.asarray(np.mean(a)) if ax is None else np.mean(a, axis=ax, keepdims=True) for a, ax in zip(src, axes)]
+            for got, expected in zip(_numpy(native, means), want):
+                assert got.shape == expected.shape
+                assert_close(got, expected, dtype, steps=6, what=f"{name} {axes}")  # a mean rounds once per term
     rows, cols = o.mean_all(xs[:2], [2, 1]), o.mean_all(xs[:2], [0, 0])
     rows64 = [np.mean(a, axis=ax, keepdims=True) for a, ax in zip(x64[:2], [2, 1])]
     cols64 = [np.mean(a, axis=0, keepdims=True) for a in x64[:2]]
