@@ -183,6 +183,7 @@ class Optimizer(torch.optim.Optimizer):
             grads.extend(grads_now)
         if not params:
             return loss
+        _check_sharding(self.rule, params)
         initializing = not self.state and _is_state_initialization(self.param_groups, grads)
         states, fresh = self._states_for(params, hypers, group_of)
         if initializing:
@@ -401,6 +402,20 @@ def _dtensor_type():
     means it was imported); None otherwise, without importing it."""
     module = sys.modules.get("torch.distributed.tensor")
     return getattr(module, "DTensor", None)
+
+
+def _check_sharding(rule, params) -> None:
+    """A rule that is not elementwise (LAMB's and Muon's norms, Adafactor's row and column
+    means) reads whole tensors: a rank holding a shard of one cannot step it alone."""
+    if rule.elementwise:
+        return
+    dtensor = _dtensor_type()
+    if dtensor is not None and any(isinstance(p, dtensor) for p in params):
+        raise DecayError(
+            f"decay.{rule.name} takes norms or means over whole tensors, which a rank holding a shard "
+            "(FSDP2's fully_shard, tensor parallelism) does not have; nothing was updated. Use an "
+            "elementwise rule (sgd, adam, adamw, lion, ...) on sharded parameters."
+        )
 
 
 def _local_shards(params, grads, columns):

@@ -270,3 +270,24 @@ def test_slot_shapes_and_bad_state():
     with pytest.raises(decay.DecayError, match="col_var"):
         rule.step(params, grads_of(params, 0), wrong)
     assert all(np.array_equal(params[n], before[n]) for n in SHAPES)
+
+
+def test_sharded_parameters_are_refused_before_any_write():
+    # A rank holding a shard of a matrix has neither its row nor its column means: under
+    # FSDP2 (DTensor parameters) a rule that is not elementwise refuses to step.
+    torch = pytest.importorskip("torch")
+    dist = pytest.importorskip("torch.distributed")
+    tensor = pytest.importorskip("torch.distributed.tensor")
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialized")
+    dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
+    try:
+        mesh = tensor.init_device_mesh("cpu", (1,))
+        p = torch.nn.Parameter(tensor.distribute_tensor(torch.ones(4, 3), mesh, [tensor.Shard(0)]))
+        opt = decay.torch.Optimizer([p], decay.adafactor(LR))
+        p.grad = tensor.distribute_tensor(torch.ones(4, 3), mesh, [tensor.Shard(0)])
+        with pytest.raises(decay.DecayError, match="shard"):
+            opt.step()
+        assert bool((p.detach().full_tensor() == 1).all()) and not opt.state
+    finally:
+        dist.destroy_process_group()
