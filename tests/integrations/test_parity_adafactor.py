@@ -119,8 +119,9 @@ def test_torch_adafactor_every_backend_and_both_ways():
     torch = pytest.importorskip("torch")
     want = run_torch(lambda p: torch.optim.Adafactor([q for _, q in p], lr=LR, weight_decay=WD))
     rule = lambda: decay.adafactor(LR, weight_decay=WD)  # noqa: E731  (convention="torch")
-    for backend in ("numpy", "torch"):
-        assert_same_run(run_decay(rule(), backend), want, f"decay.adafactor on {backend} vs torch Adafactor")
+    # NumPy's rule.step, and torch's through decay.torch (the backends agree with each
+    # other step by step in tests/core/test_one_definition.py).
+    assert_same_run(run_decay(rule()), want, "decay.adafactor on numpy vs torch Adafactor")
     assert_same_run(run_torch(lambda p: decay.torch.Optimizer(p, rule())), want, "decay.torch(adafactor)")
     # from_native reads torch's; to_native builds it back, exact, with the same defaults.
     native = torch.optim.Adafactor([torch.zeros(2, 2, requires_grad=True)], lr=LR, weight_decay=WD)
@@ -210,8 +211,6 @@ def test_optax_adafactor(momentum):
     if momentum is None:
         return
     assert_same_run(run_decay(rule(), "jax"), want, "decay.adafactor(optax) on jax vs optax", per_step=OPTAX_PER_STEP)
-    assert_same_run(run_torch(lambda p: decay.torch.Optimizer(p, rule())), want, "decay.torch(adafactor, optax)",
-                    per_step=OPTAX_PER_STEP)
     # Both ways: inject_hyperparams(optax.adafactor) reads back; to_native runs optax's.
     tx = optax.inject_hyperparams(optax.adafactor)(learning_rate=LR, min_dim_size_to_factor=2, weight_decay_rate=WD,
                                                    momentum=momentum)
@@ -270,6 +269,10 @@ def test_slot_shapes_and_bad_state():
     with pytest.raises(decay.DecayError, match="col_var"):
         rule.step(params, grads_of(params, 0), wrong)
     assert all(np.array_equal(params[n], before[n]) for n in SHAPES)
+    # NumPy's blocks cut every slot like its parameter: a rule with slots of their own
+    # shapes must say it is not elementwise, or it is not a rule at all.
+    with pytest.raises(TypeError, match="elementwise"):
+        type("Blocked", (decay.rules.Rule,), {"slot_shapes": lambda self, group, shape: {}})
 
 
 def test_sharded_parameters_are_refused_before_any_write():
