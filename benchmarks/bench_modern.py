@@ -1,16 +1,18 @@
-"""Lion, LAMB and Muon: decay's steps against each framework's own implementation.
+"""Lion, LAMB, Adafactor and Muon: decay's steps against each framework's own implementation.
 
-Run: python benchmarks/bench_modern.py [--repeats 5] [--layout 10x1M]
+Run: python benchmarks/bench_modern.py [--repeats 5] [--rules adafactor ...]
 
-On 10 float32 tensors of 1M elements (Muon: 10 matrices, 256x256 unless --muon-side), interleaved
+On 10 float32 tensors of 1M elements (Adafactor: 10 matrices of 1000x1000, so that its
+second moment is factored; Muon: 10 matrices, 256x256 unless --muon-side), interleaved
 medians of:
 
 - PyTorch: decay's ``rule.step`` on torch tensors against torch's own optimizer where
-  torch has one (``torch.optim.Muon``, which orthogonalizes in bfloat16, decay in
-  float32: not the same arithmetic) and otherwise a hand-written ``torch._foreach_*``
+  torch has one (``torch.optim.Adafactor(foreach=True)``, the same arithmetic;
+  ``torch.optim.Muon``, which orthogonalizes in bfloat16, decay in float32: not the same
+  arithmetic) and otherwise a hand-written ``torch._foreach_*``
   step of the same math (Lion; LAMB, whose per-tensor norms are one ``_foreach_norm``);
 - TensorFlow: decay's compiled step on tf.Variables against Keras's
-  ``apply_gradients`` (Lion, Lamb, Muon);
+  ``apply_gradients`` (Lion, Lamb, Adafactor, Muon);
 - NumPy: decay's step alone (no NumPy reference exists).
 
 Targets (issue 16): ≤ 1.1× torch's, ≥ 5× faster than Keras's ``apply_gradients``.
@@ -67,6 +69,9 @@ def torch_lamb_foreach(params, grads, m, v, k, b1=0.9, b2=0.999, eps=1e-6):
 
 
 def shapes(rule_name, count, size, muon_side):
+    if rule_name == "adafactor":  # factored: square matrices of `size` elements
+        side = int(round(size**0.5))
+        return [(side, side)] * count
     return [(muon_side, muon_side)] * count if rule_name == "muon" else [(size,)] * count
 
 
@@ -83,11 +88,14 @@ def torch_cases(name, rule, arrays, grads_np):
 
     out["decay (torch)"] = decay_step
     ref = [torch.tensor(a) for a in arrays]
-    if name == "muon":
+    if name in ("muon", "adafactor"):
         for p, g in zip(ref, grads):
             p.grad = g
-        opt = torch.optim.Muon(ref, lr=LR, weight_decay=WD)
-        out["torch.optim.Muon"] = opt.step
+        if name == "muon":
+            opt = torch.optim.Muon(ref, lr=LR, weight_decay=WD)
+        else:  # foreach: torch's multi-tensor implementation (its default is the per-tensor loop)
+            opt = torch.optim.Adafactor(ref, lr=LR, weight_decay=WD, foreach=True)
+        out[f"torch.optim.{type(opt).__name__}"] = opt.step
     elif name == "lion":
         m = [torch.zeros_like(p) for p in ref]
         out["torch foreach (hand-written)"] = lambda: torch_lion_foreach(ref, grads, m)
@@ -112,6 +120,7 @@ def tf_cases(name, rule, arrays, grads_np):
     out["decay (tensorflow)"] = decay_step
     native = {"lion": lambda: keras.optimizers.Lion(LR, weight_decay=WD),
               "lamb": lambda: keras.optimizers.Lamb(LR, weight_decay=WD),
+              "adafactor": lambda: keras.optimizers.Adafactor(LR, weight_decay=WD),
               "muon": lambda: keras.optimizers.Muon(LR, weight_decay=WD)}[name]()
     kv = [keras.Variable(a) for a in arrays]
     out["keras apply_gradients"] = lambda: native.apply_gradients(zip(grads, kv))
@@ -126,10 +135,13 @@ def main():
     # 1000x1000 is the issue's 1M, but five Newton–Schulz steps on it cost ~30 GFLOP per
     # matrix: minutes per repeat on a shared 2-core CPU. Smaller here by default.
     parser.add_argument("--muon-side", type=int, default=256)
+    parser.add_argument("--rules", nargs="+", default=["lion", "lamb", "adafactor", "muon"])
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     rules = {"lion": lambda: decay.lion(LR, weight_decay=WD), "lamb": lambda: decay.lamb(LR, weight_decay=WD),
+             "adafactor": lambda: decay.adafactor(LR, weight_decay=WD),
              "muon": lambda: decay.muon(LR, weight_decay=WD)}
+    rules = {name: rules[name] for name in args.rules}
     rows, results = [], {}
     for name, make in rules.items():
         arrays = [rng.normal(size=s).astype(np.float32) for s in shapes(name, args.count, args.size, args.muon_side)]
@@ -155,7 +167,7 @@ def main():
     headers = ["rule", "torch ref ms", "decay torch ms", "ratio (<= 1.1)", "keras ms", "decay tf ms",
                "vs keras (>= 5x)", "decay numpy ms"]
     print(table(rows, headers))
-    print(write("modern", {"layout": f"{args.count}x{args.size}", "muon": f"{args.count}x{args.muon_side}x{args.muon_side}",
+    print(write("modern" if len(rules) == 4 else "modern-" + "-".join(rules), {"layout": f"{args.count}x{args.size}", "muon": f"{args.count}x{args.muon_side}x{args.muon_side}",
                            "repeats": args.repeats, "medians_s": results}))
 
 

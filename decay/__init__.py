@@ -11,7 +11,7 @@ from .errors import DecayError
 from .penalties import L1, L2, ElasticNet, Penalty, regularized_loss
 from .rules import Rule, RuleState, adam, adamw, normalized_weight_decay, sgd, weight_decay_for_timescale
 from .rules import adadelta, adagrad, adamax, nadam, radam, rmsprop
-from .rules import lamb, lion, muon
+from .rules import adafactor, lamb, lion, muon
 
 __version__ = "0.1.0"
 
@@ -56,6 +56,7 @@ __all__ = [
     "adamw",
     "lion",
     "lamb",
+    "adafactor",
     "muon",
     "rmsprop",
     "adagrad",

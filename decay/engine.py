@@ -148,16 +148,23 @@ def rebuild_hypers(hypers: list, values) -> list:
 
 
 # -- 3. the parts -------------------------------------------------------------------------------
-def partition(rule, groups: list, group_of, decayed, dtypes, steps=None) -> tuple:
+def partition(rule, groups: list, group_of, decayed, dtypes, steps=None, shapes=None) -> tuple:
     """The leaves split into :class:`Part` s, in first-seen order. ``steps`` (one int
     per leaf, optional) splits leaves of one group at different step counts; the Part's
-    ``hyper`` then indexes the returned pairs (group, step) instead of the groups."""
+    ``hyper`` then indexes the returned pairs (group, step) instead of the groups.
+    ``shapes`` (one per leaf) are needed by a rule whose slots follow the parameter's
+    shape (:meth:`Rule.slot_shapes`): leaves with different slots go to different parts,
+    so that a part's leaves all have its ``slots``."""
+    follow = rule.slots_follow_shape
+    if follow and shapes is None:
+        raise TypeError(f"engine.partition needs the leaves' shapes for rule {rule.name!r}.")
     keys = {}
     for i, (g, d, dtype) in enumerate(zip(group_of, decayed, dtypes)):
-        key = (g, bool(d), dtype in LOW_PRECISION, None if steps is None else steps[i])
+        slots = tuple(rule.state_slot_shapes(groups[g], shapes[i])) if follow else None
+        key = (g, bool(d), dtype in LOW_PRECISION, None if steps is None else steps[i], slots)
         keys.setdefault(key, []).append(i)
     parts, pairs = [], []
-    for (g, d, low, t), index in keys.items():
+    for (g, d, low, t, slots), index in keys.items():
         if steps is None:
             hyper = g
         else:
@@ -169,7 +176,7 @@ def partition(rule, groups: list, group_of, decayed, dtypes, steps=None) -> tupl
         plain = rule.direction_is_gradient(group) and not (plan.cautious or plan.toward)
         parts.append(Part(
             None if len(keys) == 1 else tuple(index), hyper, plan,
-            tuple(rule.state_slot_names(group)), "float32" if low else None, plain,
+            tuple(rule.state_slot_names(group)) if slots is None else slots, "float32" if low else None, plain,
         ))
     return tuple(parts), pairs
 
@@ -358,7 +365,8 @@ def step(rule, backend, params, grads, columns, *, groups, group_of, decayed, st
             return True, params, columns
         if parts is None or not isinstance(steps, int):
             dtypes = [backend.dtype_name(x) for x in params]
-            parts, pairs = partition(rule, groups, group_of, decayed, dtypes, None if isinstance(steps, int) else steps)
+            parts, pairs = partition(rule, groups, group_of, decayed, dtypes, None if isinstance(steps, int) else steps,
+                                     [backend.shape(x) for x in params])
             steps = steps if isinstance(steps, int) else pairs
         hypers = coefficients(rule, groups, steps)
         out, columns = run(rule, backend, parts, hypers, params, grads, columns, steps=steps, fast=fast, owner=owner,

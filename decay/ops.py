@@ -79,6 +79,14 @@ class Ops:
         """x ← √x."""
         xs[:] = [self.sqrt(x) for x in xs]
 
+    def rsqrt_(self, xs: list) -> None:
+        """x ← 1/√x."""
+        xs[:] = [1.0 / self.sqrt(x) for x in xs]
+
+    def clamp_min_(self, xs: list, s) -> None:
+        """x ← max(x, s), elementwise (``s`` a scalar or a list of scalars, one per x)."""
+        xs[:] = [self.maximum(x, y) for x, y in zip(xs, self._each(xs, s))]
+
     # -- new lists -----------------------------------------------------------------------
     def add(self, xs: list, ys: list, alpha=1.0) -> list:
         """A new list x + alpha·y."""
@@ -154,6 +162,22 @@ class Ops:
         raise NotImplementedError
 
     def transpose(self, x):
+        raise NotImplementedError
+
+    # -- reductions over one axis (Adafactor's factored second moment) -------------------
+    # A list operation of two lists broadcasts as NumPy does (a (m, 1) by a (1, n) list
+    # gives (m, n) entries); an in-place one keeps x's shape, so y must broadcast to it.
+    def mean_all(self, xs: list, axes: list) -> list:
+        """A new list of means: each x's over its axis ``axes[i]`` (an int, kept as a
+        dimension of size 1), or over every element (``axes[i]`` None: a 0-d entry)."""
+        return [self.mean(x, axis) for x, axis in zip(xs, axes)]
+
+    def mean_squares_all(self, xs: list, axes: list) -> list:
+        """A new list of the means of x² over one axis each, as :meth:`mean_all` (without
+        forming x²: torch's ‖x‖²/n along the axis)."""
+        return [self.mean(x * x, axis) for x, axis in zip(xs, axes)]
+
+    def mean(self, x, axis):
         raise NotImplementedError
 
     def abs(self, x):

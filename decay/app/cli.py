@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whose conventions the settings below follow")
     p.add_argument("--to", dest="target", choices=("torch", "keras", "optax"), required=True, help="target framework")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax",
-                                            "nadam", "radam", "lion", "lamb", "muon"), required=True)
+                                            "nadam", "radam", "lion", "lamb", "muon", "adafactor"), required=True)
     p.add_argument("--lr", type=float, required=True, help="learning rate")
     p.add_argument("--momentum", type=float, default=0.0)
     p.add_argument("--dampening", type=float, default=0.0)

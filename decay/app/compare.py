@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .. import L2, adam, get_backend, lamb, lion, muon, schedules, sgd
+from .. import L2, adafactor, adam, get_backend, lamb, lion, muon, schedules, sgd
 from .. import rules as _rules
 from ..errors import DecayError
 from ..tolerances import relative_error, rtol
@@ -27,7 +27,7 @@ from .models import MLP, LinearRegression, LogisticRegression, fit
 MODELS = ("mlp", "linear", "logistic")
 #: The classic optimizers, each with its factory's (PyTorch's) defaults but the lr.
 CLASSIC_OPTIMIZERS = ("rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam")
-OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov") + CLASSIC_OPTIMIZERS + ("lion", "lamb", "muon")
+OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov") + CLASSIC_OPTIMIZERS + ("lion", "lamb", "muon", "adafactor")
 DECAY_MODES = ("loss", "coupled", "decoupled") + monitor.VARIANT_MODES
 SCHEDULES = ("constant", "cosine", "step", "exponential", "warmup-cosine")
 SCHEMA = "decay.compare/2"
@@ -166,7 +166,7 @@ def build_rule(config: Config):
     decoupled = config.decay_mode == "decoupled"
     if config.optimizer == "adam":
         rule = adam(lr, weight_decay=rule_wd, decoupled=decoupled)
-    elif config.optimizer in ("lion", "lamb", "muon"):  # the modern rules, Keras's versions
+    elif config.optimizer in ("lion", "lamb", "muon", "adafactor"):  # the modern rules, Keras's versions
         rule = _modern_rule(config.optimizer, lr, rule_wd, decoupled)
     elif config.optimizer in CLASSIC_OPTIMIZERS:
         rule = getattr(_rules, config.optimizer)(lr, weight_decay=rule_wd, decoupled=decoupled)
@@ -181,8 +181,10 @@ def build_rule(config: Config):
 
 
 def _modern_rule(name, lr, wd, decoupled):
-    """Lion, LAMB or Muon in Keras's convention, which Keras's own optimizer reproduces;
-    Muon's non-matrix weights go to its second rule (AdamW, Keras's ε̂)."""
+    """Lion, LAMB, Adafactor or Muon in Keras's convention, which Keras's own optimizer
+    reproduces; Muon's non-matrix weights go to its second rule (AdamW, Keras's ε̂)."""
+    if name == "adafactor":
+        return adafactor(lr, weight_decay=wd, decoupled=decoupled, convention="keras")
     if name == "lion":
         return lion(lr, weight_decay=wd, decoupled=decoupled)
     if name == "lamb":

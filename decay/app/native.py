@@ -147,6 +147,9 @@ class NativeOptimizer:
         import tensorflow as tf
 
         variables = list(params.values())
+        # Built eagerly: Keras's Adafactor names its placeholder slots after the variable
+        # ("Variable:0"), which a graph's name scope refuses.
+        optimizer.build(variables)
         apply = tf.function(lambda grads: optimizer.apply_gradients(zip(grads, variables)))
         return optimizer, apply
 

@@ -53,7 +53,8 @@ def traced_step(backend, rule, flat, grads, state, group_of, decayed, parts):
     groups = rule.hyper_sets()
     if parts is None:
         dtypes = [backend.dtype_name(x) for x in flat.leaves]
-        parts, _ = engine.partition(rule, groups, group_of, decayed, dtypes)
+        parts, _ = engine.partition(rule, groups, group_of, decayed, dtypes,
+                                    shapes=[backend.shape(x) for x in flat.leaves])
     count = state.count
     if isinstance(count, jax.core.Tracer):
         template = engine.coefficients(rule, groups, 0)

@@ -73,6 +73,11 @@ class Backend(Ops):
     def zeros_like(self, x):
         raise NotImplementedError
 
+    def zeros(self, shape: tuple, like):
+        """A new tensor of zeros of ``shape``, with ``like``'s dtype and device (a state
+        slot whose shape is not its parameter's)."""
+        raise NotImplementedError
+
     # sqrt, sign and maximum of one tensor: declared with the vocabulary (decay/ops.py)
 
     def sum_squares(self, x):

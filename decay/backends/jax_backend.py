@@ -148,6 +148,12 @@ class JaxBackend(Backend):
         # parameter's shards are.
         return jnp.zeros_like(x)
 
+    def zeros(self, shape, like):
+        # On like's device; a slot of another shape cannot take a sharded one's layout.
+        out = jnp.zeros(shape, like.dtype)
+        devices = () if isinstance(like, _Tracer) else like.devices()
+        return jax.device_put(out, next(iter(devices))) if len(devices) == 1 else out
+
     def sqrt(self, x):
         return jnp.sqrt(x)
 
@@ -170,6 +176,12 @@ class JaxBackend(Backend):
 
     def matmul(self, a, b):
         return jnp.matmul(a, b)
+
+    def rsqrt_(self, xs):
+        xs[:] = [jax.lax.rsqrt(x) for x in xs]
+
+    def mean(self, x, axis):
+        return jnp.mean(x) if axis is None else jnp.mean(x, axis=axis, keepdims=True)
 
     def transpose(self, x):
         return jnp.swapaxes(x, -1, -2)

@@ -62,6 +62,9 @@ class NumpyBackend(Backend):
     def zeros_like(self, x):
         return np.zeros_like(x)
 
+    def zeros(self, shape, like):
+        return np.zeros(shape, np.asarray(like).dtype)
+
     def sqrt(self, x):
         return np.sqrt(x)
 
@@ -219,6 +222,14 @@ class NumpyBackend(Backend):
         for x in xs:
             np.sqrt(x, out=x)
 
+    def rsqrt_(self, xs):
+        for x in xs:
+            np.sqrt(x, out=x)
+            np.divide(1.0, x, out=x)
+
+    def clamp_min_(self, xs, s):
+        _in_place(np.maximum, xs, s)
+
     # New lists: out= keeps 0-d results arrays (a ufunc returns NumPy scalars for them,
     # which later in-place operations could not write into). Inside run_elementwise they
     # are cut from scratch blocks reused at every call (_Arena), not allocated.
@@ -251,7 +262,15 @@ class NumpyBackend(Backend):
         return self._new_with(np.abs, xs)
 
     def _new_with(self, ufunc, xs, s=None):
-        """A new list ufunc(x) or ufunc(x, s) (``s`` a scalar or a list)."""
+        """A new list ufunc(x) or ufunc(x, s) (``s`` a scalar or a list; a list entry of
+        another shape broadcasts, into an entry of the broadcast shape)."""
+        if isinstance(s, list) and not all(map(operator.eq, map(_SHAPE, xs), map(np.shape, s))):
+            shapes = [np.broadcast_shapes(x.shape, np.shape(y)) for x, y in zip(xs, s)]
+            if shapes != list(map(_SHAPE, xs)):
+                out = [np.empty(shape, np.result_type(x, y)) for shape, x, y in zip(shapes, xs, s)]
+                for o, x, y in zip(out, xs, s):
+                    ufunc(x, y, out=o)
+                return out
         out = self._new(xs)
         if s is None:
             for o, x in zip(out, xs):
@@ -344,6 +363,22 @@ class NumpyBackend(Backend):
 
     def matmul(self, a, b):
         return np.matmul(a, b)
+
+    def mean_squares_all(self, xs, axes):
+        out = []
+        for x, axis in zip(xs, axes):
+            if axis is None:
+                out.append(np.asarray(np.dot(x.ravel(), x.ravel()) / max(x.size, 1)))
+            else:  # einsum sums x·x along the axis without forming x² (a read of x)
+                n = x.shape[axis]
+                moved = np.moveaxis(x, axis, -1)
+                out.append(np.expand_dims(np.einsum("...i,...i->...", moved, moved) / n, axis))
+        return out
+
+    def mean(self, x, axis):
+        if axis is None:
+            return np.asarray(np.mean(x))
+        return np.mean(x, axis=axis, keepdims=True)
 
     def transpose(self, x):
         return np.swapaxes(x, -1, -2)

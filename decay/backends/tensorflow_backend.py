@@ -131,6 +131,11 @@ class TensorflowBackend(Backend):
     def zeros_like(self, x):
         return tf.zeros_like(x)
 
+    def zeros(self, shape, like):
+        like = _unwrap(like)
+        with tf.device(like.device or None):
+            return tf.zeros(shape, like.dtype)
+
     def sqrt(self, x):
         return tf.sqrt(x)
 
@@ -272,6 +277,12 @@ class TensorflowBackend(Backend):
 
     def matmul(self, a, b):
         return tf.linalg.matmul(a, b)
+
+    def rsqrt_(self, xs):
+        xs[:] = [tf.math.rsqrt(x) for x in xs]
+
+    def mean(self, x, axis):
+        return tf.reduce_mean(x) if axis is None else tf.reduce_mean(x, axis=axis, keepdims=True)
 
     def transpose(self, x):
         return tf.linalg.matrix_transpose(x)

@@ -109,6 +109,9 @@ class TorchBackend(Backend):
     def zeros_like(self, x):
         return torch.zeros_like(x, memory_format=torch.preserve_format)
 
+    def zeros(self, shape, like):
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
     def sqrt(self, x):
         return torch.sqrt(x)
 
@@ -280,6 +283,12 @@ class TorchBackend(Backend):
     def sqrt_(self, xs):
         torch._foreach_sqrt_(xs)
 
+    def rsqrt_(self, xs):
+        torch._foreach_rsqrt_(xs)
+
+    def clamp_min_(self, xs, s):
+        torch._foreach_clamp_min_(xs, s)
+
     def add(self, xs, ys, alpha=1.0):
         return list(torch._foreach_add(xs, ys, alpha=alpha))
 
@@ -364,6 +373,17 @@ class TorchBackend(Backend):
 
     def matmul(self, a, b):
         return torch.matmul(a, b)
+
+    def mean_squares_all(self, xs, axes):
+        # torch.optim.Adafactor's (g·g).mean(dim) without forming g·g: ‖g‖² along dim / n
+        out = []
+        for x, axis in zip(xs, axes):
+            norm = torch.linalg.vector_norm(x, dim=axis, keepdim=axis is not None)
+            out.append(norm.square_().div_(max(x.numel(), 1) if axis is None else x.shape[axis]))
+        return out
+
+    def mean(self, x, axis):
+        return x.mean() if axis is None else x.mean(dim=axis, keepdim=True)
 
     def transpose(self, x):
         return x.transpose(-2, -1)

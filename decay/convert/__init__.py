@@ -172,7 +172,8 @@ def from_native(obj, *, scheduler=None):
         raise DecayError(f"from_native() takes a PyTorch or Keras object; {obj!r} is already a decay object.")
     if isinstance(obj, _TorchPenalty):
         return obj.penalty
-    if module.startswith("torch.optim.") and module != "torch.optim.lr_scheduler" and name in _torch._FROM_OPTIMIZERS:
+    if ((module.startswith("torch.optim.") and module != "torch.optim.lr_scheduler" or module == "torch.optim")
+            and name in _torch._FROM_OPTIMIZERS):  # torch.optim.Adafactor's module is torch.optim
         return _torch.from_torch_optimizer(obj, name, scheduler)
     if module in ("torch.optim", "torch.optim._muon") and name == "Muon":  # the modern rules: decay/convert/modern.py
         return _modern.from_torch_muon(obj, scheduler)

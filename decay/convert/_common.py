@@ -10,14 +10,14 @@ from . import _rule
 from ._schedules import base_value, is_constant
 
 SUPPORTED_NATIVE = (
-    "torch.optim.SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam (optionally with one of "
+    "torch.optim.SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam, Adafactor (optionally with one of "
     "torch.optim.lr_scheduler.StepLR, MultiStepLR, ExponentialLR, PolynomialLR, "
     "CosineAnnealingWarmRestarts, or a LambdaLR built by decay.convert), "
-    "keras.optimizers.SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam (learning_rate a float or one of "
+    "keras.optimizers.SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam, Adafactor (learning_rate a float or one of "
     "keras.optimizers.schedules.ExponentialDecay, PiecewiseConstantDecay, CosineDecay, "
     "CosineDecayRestarts, InverseTimeDecay, PolynomialDecay), "
     "keras.regularizers.L1, L2, L1L2, the loss penalties built by decay.convert, and "
-    "optax.inject_hyperparams(optax.sgd | optax.adam | optax.adamw)(...) with numbers"
+    "optax.inject_hyperparams(optax.sgd | optax.adam | optax.adamw | optax.adafactor)(...) with numbers"
 )
 
 

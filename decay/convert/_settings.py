@@ -29,6 +29,14 @@ def rule_from_settings(framework, optimizer, *, lr, momentum=0.0, dampening=0.0,
     ``adamw``'s decoupled and lr-scaled (its default 1e-4)."""
     if framework not in ("torch", "keras", "optax", "decay"):
         raise DecayError(f"`framework` must be 'torch', 'keras', 'optax' or 'decay'. Received: {framework!r}.")
+    if optimizer == "adafactor":  # every framework has one: its own convention (decay: torch's)
+        from ..rules.adafactor import adafactor
+
+        if momentum or nesterov or betas:
+            raise DecayError("Adafactor has no momentum or betas settings here (optax's momentum: build "
+                             "decay.adafactor(..., momentum=) directly).")
+        return adafactor(lr, eps=False if eps is None else eps, weight_decay=weight_decay or 0.0,
+                         convention="torch" if framework == "decay" else framework)
     if optimizer in ("lion", "lamb", "muon"):  # the modern rules
         return _modern_from_settings(framework, optimizer, lr, momentum, nesterov, weight_decay, betas, eps)
     if optimizer in _settings_classic.CLASSIC:

@@ -276,6 +276,8 @@ def rule_to_keras(rule) -> Conversion:
     if modern.is_modern(rule):  # Lion, LAMB, Muon: decay/convert/modern.py
         return modern.rule_to_keras(rule)
     issues, notes = [], [KERAS_SGD_NOTE if _rule.is_sgd(rule) else KERAS_ADAM_NOTE]
+    if rule.name == "adafactor":  # no bias correction: its own note (keras_classic.NOTES)
+        notes = []
     common_issues(rule, issues, "keras")
     lam = weight_decay(rule)
     learning_rate = _keras_schedule(_rule.hyper(rule, "lr"), issues)

@@ -17,6 +17,7 @@ from ..rules.adamax import adamax
 from ..rules.nadam import nadam
 from ..rules.rmsprop import rmsprop
 from . import _rule
+from . import adafactor as _adafactor
 from ._common import to_float
 from ._schedules import is_constant
 
@@ -160,3 +161,8 @@ FROM_KERAS = {
     "Adamax": _from_adamax,
     "Nadam": _from_nadam,
 }
+
+# Adafactor (issue 16): decay/convert/adafactor.py
+TO_KERAS["adafactor"] = _adafactor.to_keras
+FROM_KERAS["Adafactor"] = _adafactor.from_keras
+NOTES["adafactor"] = _adafactor.KERAS_NOTE

@@ -32,6 +32,7 @@ from ..rules.adam import adam, adamw
 from ..rules.sgd import sgd
 from ..tree import flatten, unflatten
 from . import _rule
+from . import adafactor as _adafactor
 from ._codegen import Conversion, _build_value, _Call, _reason, _source
 from ._common import common_issues, lr_scaled, mask_source, weight_decay
 from ._schedules import convert_schedule, kind
@@ -190,12 +191,16 @@ def _adam_chain(rule, lr, lam, coupled_extra, issues):
 def rule_to_optax(rule) -> Conversion:
     issues = []
     common_issues(rule, issues, "optax")
-    lr = _optax_schedule(_rule.hyper(rule, "lr"), issues)
     lam = weight_decay(rule)
-    extra = _penalty_l2(rule, issues)
-    chain = (_sgd_chain if _rule.is_sgd(rule) else _adam_chain)(rule, lr, lam, extra, issues)
-    call = chain[0] if len(chain) == 1 else _Call("optax.chain", *chain)
     note = OPTAX_SCHEDULE_NOTE if callable(_rule.hyper(rule, "lr")) else None
+    if rule.name == "adafactor":  # decay/convert/adafactor.py
+        chain = _adafactor.to_optax(rule, lam, issues)
+        note = _adafactor.OPTAX_NOTE if note is None else f"{_adafactor.OPTAX_NOTE} {note}"
+    else:
+        lr = _optax_schedule(_rule.hyper(rule, "lr"), issues)
+        extra = _penalty_l2(rule, issues)
+        chain = (_sgd_chain if _rule.is_sgd(rule) else _adam_chain)(rule, lr, lam, extra, issues)
+    call = chain[0] if len(chain) == 1 else _Call("optax.chain", *chain)
     return Conversion("optax", not issues, _reason(issues), call.source(), note=note,
                       _builder=lambda params=None: call.build({}))
 
@@ -236,7 +241,7 @@ def from_optax(tx):
     name = getattr(factory, "__name__", repr(factory))
     reader = _FROM_OPTAX.get(name)
     if reader is None:
-        raise DecayError(f"from_native() reads optax.sgd, optax.adam and optax.adamw; this is optax.{name}. {_OPAQUE}")
+        raise DecayError(f"from_native() reads optax.sgd, adam, adamw and adafactor; this is optax.{name}. {_OPAQUE}")
     return reader(hps)
 
 
@@ -274,6 +279,6 @@ def _from_adamw(h):
                  mask=None if mask is None else mask.mask)
 
 
-_FROM_OPTAX = {"sgd": _from_sgd, "adam": _from_adam, "adamw": _from_adamw}
+_FROM_OPTAX = {"sgd": _from_sgd, "adam": _from_adam, "adamw": _from_adamw, "adafactor": _adafactor.from_optax}
 
 __all__ = ["rule_to_optax", "schedule_to_optax", "from_optax", "optax_mask", "OPTAX_SCHEDULE_NOTE"]

@@ -17,6 +17,7 @@ from ..rules.nadam import nadam
 from ..rules.radam import radam
 from ..rules.rmsprop import rmsprop
 from . import _rule
+from . import adafactor as _adafactor
 from ._common import lr_scaled, to_float
 
 
@@ -172,3 +173,7 @@ FROM_TORCH = {
     "NAdam": _from_nadam,
     "RAdam": _from_radam,
 }
+
+# Adafactor (issue 16): decay/convert/adafactor.py
+TO_TORCH["adafactor"] = _adafactor.to_torch
+FROM_TORCH["Adafactor"] = _adafactor.from_torch

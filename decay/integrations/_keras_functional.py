@@ -73,6 +73,7 @@ def update_step(optimizer, grads, trainable_variables):
     parts, _ = engine.partition(
         rule, rule.hyper_sets(), [optimizer._group_of[i] for i in indices],
         [optimizer._decayed[i] for i in indices], [optimizer._dtypes[i] for i in indices],
+        shapes=[tuple(v.shape) for v in trainable_variables],
     )
     names = sorted({n for i in indices for n in optimizer._slots[i]})
     columns = {n: [optimizer._slots[i][n].value if n in optimizer._slots[i] else None for i in indices]

@@ -275,10 +275,10 @@ class Optimizer(keras.optimizers.Optimizer):
         for variable, group, dtype in zip(variables, self._group_of, self._dtypes):
             per_variable = {}
             starts = rule.slot_initial_values(hypers[group])
-            for slot in rule.state_slot_names(hypers[group]):
-                if dtype in LOW_PRECISION:
-                    per_variable[slot] = self.add_variable(  # state kept in float32
-                        shape=variable.shape, dtype="float32",
+            for slot, shape in rule.state_slot_shapes(hypers[group], tuple(variable.shape)).items():
+                if dtype in LOW_PRECISION or shape != tuple(variable.shape):
+                    per_variable[slot] = self.add_variable(  # low precision: state kept in float32
+                        shape=shape, dtype="float32" if dtype in LOW_PRECISION else dtype,
                         name=f"{_path(variable).replace('/', '_')}_{slot}",
                     )
                 else:
@@ -378,6 +378,7 @@ class Optimizer(keras.optimizers.Optimizer):
         parts, _ = engine.partition(
             self._rule, self._rule.hyper_sets(), [self._group_of[i] for i in indices],
             [self._decayed[i] for i in indices], [self._dtypes[i] for i in indices],
+            shapes=[tuple(v.shape) for v in variables],
         )
         names = sorted({n for i in indices for n in self._slots[i]})
         columns = {n: [tf.convert_to_tensor(_native(self._slots[i][n])) if n in self._slots[i] else None

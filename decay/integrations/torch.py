@@ -188,6 +188,7 @@ class Optimizer(torch.optim.Optimizer):
             grads.extend(grads_now)
         if not params:
             return loss
+        _check_sharding(self.rule, params)
         initializing = not self.state and _is_state_initialization(self.param_groups, grads)
         states, fresh = self._states_for(params, hypers, group_of)
         if initializing:
@@ -239,7 +240,9 @@ class Optimizer(torch.optim.Optimizer):
         cached = self._parts_cache
         if cached is None or cached[0] != key:
             dtypes = [self._backend.dtype_name(p) for p in params]
-            cached = self._parts_cache = (key, engine.partition(self.rule, hypers, group_of, decayed, dtypes)[0])
+            shapes = [tuple(p.shape) for p in params]
+            cached = self._parts_cache = (key, engine.partition(self.rule, hypers, group_of, decayed, dtypes,
+                                                                shapes=shapes)[0])
         return cached[1]
 
     def _states_for(self, params, hypers, group_of) -> tuple:
@@ -259,9 +262,12 @@ class Optimizer(torch.optim.Optimizer):
                 # an int saves and loads the same way.)
                 new = {"step": 0}
                 starts = self.rule.slot_initial_values(hypers[g])
-                for slot in self.rule.state_slot_names(hypers[g]):
+                for slot, shape in self.rule.state_slot_shapes(hypers[g], tuple(p.shape)).items():
                     dtype = torch.float32 if self._backend.dtype_name(p) in LOW_PRECISION else p.dtype
-                    new[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+                    if shape == tuple(p.shape):
+                        new[slot] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+                    else:
+                        new[slot] = torch.zeros(shape, dtype=dtype, device=p.device)
                     if starts.get(slot, 0.0):
                         new[slot].fill_(float(starts[slot]))
                 if self.rule.decay_toward is not None:
@@ -321,11 +327,12 @@ class Optimizer(torch.optim.Optimizer):
             if not isinstance(group, dict) or len(group.get("params", ())) != len(mine["params"]):
                 raise DecayError(f"Param group {index} of the state to load does not have this group's parameters.")
             hyper = self.rule.check_group({k: group.get(k, mine[k]) for k in self.rule.hyper_names})
-            wanted = {"step", *self.rule.state_slot_names(hyper)}
             for saved_id, p in zip(group["params"], mine["params"]):
                 entry = saved.get(saved_id)
                 if entry is None:
                     continue
+                shapes = self.rule.state_slot_shapes(hyper, tuple(p.shape))
+                wanted = {"step", *shapes}
                 if not isinstance(entry, dict) or set(entry) != wanted:
                     got = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
                     raise DecayError(
@@ -333,7 +340,7 @@ class Optimizer(torch.optim.Optimizer):
                         f"keeps {sorted(wanted)}. Was it saved by another optimizer? Load a state saved "
                         "with this rule."
                     )
-                _check_loaded_entry(entry, p, index)
+                _check_loaded_entry(entry, p, shapes, index)
 
     def _restore_float32_slots(self, state_dict):
         """torch casts loaded state to each parameter's dtype; decay keeps the slots of
@@ -357,18 +364,18 @@ def _as_step(step):
     return step
 
 
-def _check_loaded_entry(entry: dict, p, index: int) -> None:
+def _check_loaded_entry(entry: dict, p, shapes: dict, index: int) -> None:
     step = _as_step(entry["step"])
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise DecayError(f"The state to load has step={entry['step']!r} for a parameter of group {index}; "
                          "it must be an integer >= 0.")
     for key, value in entry.items():
         if key != "step" and (not isinstance(value, torch.Tensor) or not value.is_floating_point()
-                              or value.shape != p.shape or value.layout != torch.strided):
+                              or tuple(value.shape) != shapes[key] or value.layout != torch.strided):
             raise DecayError(
                 f"The state to load has {key!r} = a {type(value).__name__} "
                 f"{getattr(value, 'dtype', '')} {tuple(getattr(value, 'shape', ()))} for a parameter of shape "
-                f"{tuple(p.shape)} in group {index}; it must be a dense float tensor of that shape."
+                f"{tuple(p.shape)} in group {index}; it must be a dense float tensor of shape {shapes[key]}."
             )
 
 
@@ -402,6 +409,20 @@ def _dtensor_type():
     means it was imported); None otherwise, without importing it."""
     module = sys.modules.get("torch.distributed.tensor")
     return getattr(module, "DTensor", None)
+
+
+def _check_sharding(rule, params) -> None:
+    """A rule that is not elementwise (LAMB's and Muon's norms, Adafactor's row and column
+    means) reads whole tensors: a rank holding a shard of one cannot step it alone."""
+    if rule.elementwise:
+        return
+    dtensor = _dtensor_type()
+    if dtensor is not None and any(isinstance(p, dtensor) for p in params):
+        raise DecayError(
+            f"decay.{rule.name} takes norms or means over whole tensors, which a rank holding a shard "
+            "(FSDP2's fully_shard, tensor parallelism) does not have; nothing was updated. Use an "
+            "elementwise rule (sgd, adam, adamw, lion, ...) on sharded parameters."
+        )
 
 
 def _local_shards(params, grads, columns):

@@ -4,6 +4,7 @@ one file per rule (see the README's "Adding an update rule")."""
 from ..errors import DecayError
 from ._config import normalized_weight_decay, rule_kwargs_from_config
 from ._decay import DECAY_SCALINGS, weight_decay_for_timescale
+from .adafactor import Adafactor, adafactor
 from .adam import Adam, AdamW, adam, adamw
 from .base import Rule, RuleState
 from .lamb import Lamb, lamb
@@ -21,7 +22,7 @@ from .rmsprop import RMSprop, rmsprop
 #: rule name (as in get_config) -> class
 RULES = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 # The modern rules, added as one block.
-RULES.update({"lion": Lion, "lamb": Lamb, "muon": Muon})
+RULES.update({"lion": Lion, "lamb": Lamb, "muon": Muon, "adafactor": Adafactor})
 RULES.update(rmsprop=RMSprop, adagrad=Adagrad, adadelta=Adadelta, adamax=Adamax, nadam=NAdam, radam=RAdam)
 
 
@@ -36,7 +37,7 @@ def from_config(config: dict) -> Rule:
 __all__ = [
     "Rule", "RuleState", "SGD", "Adam", "AdamW", "sgd", "adam", "adamw", "from_config", "RULES",
     "normalized_weight_decay", "weight_decay_for_timescale", "DECAY_SCALINGS",
-    "Lion", "lion", "Lamb", "lamb", "Muon", "muon",
+    "Lion", "lion", "Lamb", "lamb", "Muon", "muon", "Adafactor", "adafactor",
     "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam",
     "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam",
 ]

@@ -69,6 +69,8 @@ class Rule:
     elementwise = True
     #: True when sparse gradients are taken (made dense), as torch.optim's rule does
     sparse_gradients = False
+    #: set per class from whether it overrides :meth:`slot_shapes`
+    slots_follow_shape = False
 
     def __init__(
         self,
@@ -155,10 +157,35 @@ class Rule:
         return ()
 
     def state_slot_names(self, group: dict) -> tuple:
-        """The slots a parameter of ``group`` has in the state: the rule's own
+        """The slots parameters of ``group`` may have in the state: the rule's own
         (:meth:`slot_names`) and, with ``decay_toward``, the reference θ₀."""
         names = tuple(self.slot_names(group))
         return names if self.decay_toward is None else names + (engine.REFERENCE_SLOT,)
+
+    def slot_shapes(self, group: dict, shape: tuple) -> dict:
+        """The slots a parameter of ``shape`` in ``group`` has, each with its shape: every
+        slot of :meth:`slot_names`, of the parameter's shape. A rule whose slots depend
+        on the shape (Adafactor: a row and a column for a matrix, a full accumulator for
+        a vector) overrides this, and is then not ``elementwise``. The one place every
+        layer learns a slot's shape from: ``init``, the state's checks and loading, the
+        engine's parts and both integrations."""
+        return dict.fromkeys(self.slot_names(group), tuple(shape))
+
+    def state_slot_shapes(self, group: dict, shape: tuple) -> dict:
+        """:meth:`slot_shapes` and, with ``decay_toward``, the reference θ₀ (the
+        parameter's shape): slot name -> shape, for one parameter."""
+        shapes = self.slot_shapes(group, tuple(shape))
+        if self.decay_toward is not None:
+            shapes[engine.REFERENCE_SLOT] = tuple(shape)
+        return shapes
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        #: whether which slots a parameter has, or their shapes, depend on its shape
+        cls.slots_follow_shape = cls.slot_shapes is not Rule.slot_shapes
+        if cls.slots_follow_shape and cls.elementwise:
+            # NumPy's blocks cut every slot like its parameter: it would write the wrong memory.
+            raise TypeError(f"{cls.__name__} gives slots of their own shapes: declare elementwise = False.")
     def slot_initial_values(self, group: dict) -> dict:
         """Slots that do not start at zero: slot name -> its starting value (Adagrad's
         initial accumulator). ``init`` and both integrations fill them so."""
@@ -248,11 +275,14 @@ class Rule:
         hypers = self.hyper_sets()
         names = sorted({s for h in hypers for s in self.state_slot_names(h)})
         slots = {}
+        shapes = [self.state_slot_shapes(hypers[g], backend.shape(leaf)) for leaf, g in zip(flat.leaves, group_of)]
         for slot in names:
             per_leaf = []
-            for leaf, g in zip(flat.leaves, group_of):
-                if slot in self.state_slot_names(hypers[g]):
-                    zero = backend.zeros_like(backend.read(leaf))
+            for leaf, g, wanted in zip(flat.leaves, group_of, shapes):
+                if slot in wanted:
+                    value = backend.read(leaf)
+                    same = wanted[slot] == backend.shape(leaf)
+                    zero = backend.zeros_like(value) if same else backend.zeros(wanted[slot], value)
                     if backend.dtype_name(leaf) in LOW_PRECISION:
                         zero = backend.cast(zero, "float32")  # state kept in float32
                     start = self.slot_initial_values(hypers[g]).get(slot, 0.0)
@@ -327,7 +357,8 @@ class Rule:
         layouts = backend.layouts(flat.leaves)
         layout = self.resolve(flat.names, flat.leaves)
         dtypes = [backend.dtype_name(x) for x in flat.leaves]
-        parts, _ = engine.partition(self, self.hyper_sets(), layout[0], layout[1], dtypes)
+        parts, _ = engine.partition(self, self.hyper_sets(), layout[0], layout[1], dtypes,
+                                    shapes=[backend.shape(x) for x in flat.leaves])
         if not backend.traced(flat.leaves):  # a tracer must not outlive its trace
             self._step_cache = (list(flat.leaves), flat, backend, layouts, layout, parts,
                                 backend.structure_key(flat.leaves))
@@ -452,14 +483,17 @@ class Rule:
                     f"`state` was made for {len(per_leaf)} parameters but {len(flat.leaves)} were "
                     "passed. Call init() with these params."
                 )
-            for name, p, x, g in zip(flat.names, flat.leaves, per_leaf, group_of):
-                wanted = slot in self.state_slot_names(hypers[g])
-                if wanted != (x is not None) or (
-                    x is not None and (not backend.is_tensor(x) or backend.shape(x) != backend.shape(p))
+        for i, (name, p, g) in enumerate(zip(flat.names, flat.leaves, group_of)):
+            shapes = self.state_slot_shapes(hypers[g], backend.shape(p))
+            for slot, per_leaf in state.slots.items():
+                x = per_leaf[i]
+                if (slot in shapes) != (x is not None) or (
+                    x is not None and (not backend.is_tensor(x) or backend.shape(x) != shapes[slot])
                 ):
+                    expected = f"a {backend.name} tensor of shape {shapes[slot]}" if slot in shapes else "None"
                     raise DecayError(
-                        f"`state` slot {slot!r} does not fit parameter {name!r} (expected a "
-                        f"{backend.name} tensor of shape {backend.shape(p)}). Call init() with these params."
+                        f"`state` slot {slot!r} does not fit parameter {name!r} (expected {expected}). "
+                        "Call init() with these params."
                     )
                 if x is not None:
                     check_slot_fits(backend, slot, name, p, x)

@@ -37,6 +37,11 @@ IN_PLACE = {
     "addcdiv_": (lambda o, x, y, z: o.addcdiv_(x, y, z, 0.6), lambda x, y, z: [a + 0.6 * b / c for a, b, c in zip(x, y, z)]),
     "maximum_": (lambda o, x, y, z: o.maximum_(x, y), lambda x, y, z: [np.maximum(a, b) for a, b in zip(x, y)]),
     "sqrt_": (lambda o, x, y, z: o.sqrt_(x), lambda x, y, z: [np.sqrt(a) for a in x]),
+    # x ≥ 1 and 1.4 cuts through it: both branches (Adafactor's floors)
+    "clamp_min_ scalar": (lambda o, x, y, z: o.clamp_min_(x, 1.4), lambda x, y, z: [np.maximum(a, 1.4) for a in x]),
+    "rsqrt_": (lambda o, x, y, z: o.rsqrt_(x), lambda x, y, z: [1.0 / np.sqrt(a) for a in x]),
+    "clamp_min_ list": (lambda o, x, y, z: o.clamp_min_(x, [1.2, 1.6, 0.5]),
+                        lambda x, y, z: [np.maximum(a, s) for a, s in zip(x, [1.2, 1.6, 0.5])]),
 }
 NEW = {
     "add": (lambda o, x, y, z: o.add(x, y, alpha=2.5), lambda x, y, z: [a + 2.5 * b for a, b in zip(x, y)]),
@@ -123,3 +128,46 @@ def test_safe_ratio_is_the_default_at_zero(native, dtype):
     zero, two = native.grad(np.zeros(()), dtype), native.grad(np.full((), 2.0), dtype)
     got = _numpy(native, native.backend.safe_ratio_all([zero, two, two], [two, zero, two], 1.0))
     assert [float(v) for v in got] == [1.0, 1.0, 1.0]
+
+
+# Means over one axis kept as size 1 (Adafactor's rows and columns), and list operations
+# that broadcast them back: a 3-D tensor reduced over a middle axis, a matrix, a vector.
+TENSORS = [RNG.normal(size=(4, 3, 5)), RNG.normal(size=(3, 4)), RNG.normal(size=6)]
+
+
+def test_means_over_one_axis_and_broadcasting(native, dtype):
+    o = native.backend
+    xs = [native.grad(a, dtype) for a in TENSORS]
+    x64 = [np.asarray(a, dtype=dtype).astype(np.float64) for a in TENSORS]
+    for axes in ([1, 0, None], [2, 1, 0], [0, -1, -1]):
+        for name, squared in (("mean_all", False), ("mean_squares_all", True)):
+            means = getattr(o, name)(xs, axes)
+            src = [a * a for a in x64] if squared else x64
+            want = [np.asarray(np.mean(a)) if ax is None else np.mean(a, axis=ax, keepdims=True) for a, ax in zip(src, axes)]
+            for got, expected in zip(_numpy(native, means), want):
+                assert got.shape == expected.shape
+                assert_close(got, expected, dtype, steps=6, what=f"{name} {axes}")  # a mean rounds once per term
+    rows, cols = o.mean_all(xs[:2], [2, 1]), o.mean_all(xs[:2], [0, 0])
+    rows64 = [np.mean(a, axis=ax, keepdims=True) for a, ax in zip(x64[:2], [2, 1])]
+    cols64 = [np.mean(a, axis=0, keepdims=True) for a in x64[:2]]
+    for name, call, want in (
+        ("mul", o.mul(rows, cols), [r * c for r, c in zip(rows64, cols64)]),  # (4,3,1)·(1,3,5) -> (4,3,5)
+        ("div", o.div(rows, cols), [r / c for r, c in zip(rows64, cols64)]),
+    ):
+        for got, expected in zip(_numpy(native, call), want):
+            assert got.shape == expected.shape
+            assert_close(got, expected, dtype, steps=8, what=f"broadcasting {name}")
+    work = [native.grad(a, dtype) for a in TENSORS[:2]]
+    o.div_(work, rows)  # in place: x keeps its shape, the row means broadcast into it
+    for got, a, r in zip(_numpy(native, work), x64[:2], rows64):
+        assert got.shape == a.shape
+        assert_close(got, a / r, dtype, steps=8, what="div_ by a broadcast list")
+    for got, expected in zip(_numpy(native, xs), x64):
+        assert_close(got, expected, dtype, what="mean_all: an argument it must not write")
+
+
+def test_zeros_of_another_shape(native, dtype):
+    like = native.param(np.ones((3, 4)), dtype)
+    zero = native.backend.zeros((3, 1), like)
+    assert native.backend.shape(zero) == (3, 1) and native.backend.dtype_name(zero) == native.backend.dtype_name(like)
+    assert not np.any(native.numpy(zero))

@@ -98,9 +98,20 @@ RULE_OPTIONS.update({
     "lamb": {"scheduled": dict(lr=Warmup(LR), betas=(0.9, 0.99))},
     # Two Newton–Schulz steps: enough to compare the fast path with the definition.
     "muon": {"optax-scheduled": dict(lr=Warmup(LR), convention="optax", adjust_lr="match_rms_adamw", ns_steps=2)},
+    # Adafactor: torch's (floors, RMS(θ) read before the decay, relative step) crosses
+    # every mode; optax's the other branches (ε added to g², the two largest axes,
+    # momentum) with Keras's order of decay and RMS(θ).
+    "adafactor": {
+        "torch-scheduled": dict(lr=Warmup(LR)),
+        "optax-momentum": dict(lr=LR, convention="optax", min_dim_size_to_factor=2, momentum=0.9,
+                               param_rms_after_decay=True),
+    },
 })
 # Muon takes 2-D parameters only: its cases run on matrices (one tall, one wide, one square).
 PARAM_SHAPES = {"muon": {"layer.weight": (6, 5), "layer.bias": (1, 5), "scale": (3, 3)}}
+# Adafactor factors matrices and 3-D tensors (torch: the last two axes; optax: the two
+# largest, here axes 2 and 0) and keeps a full accumulator for the vector.
+PARAM_SHAPES["adafactor"] = {"layer.weight": (6, 2, 5), "layer.bias": (5,), "scale": (3, 4)}
 
 # AdamW's decay is always decoupled: only the modes that keep it so. A rule whose decay
 # placement is fixed adds its allowed modes here.
