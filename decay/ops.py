@@ -144,6 +144,25 @@ class Ops:
         only into lists a rule made itself."""
         return [self.transpose(x) for x in xs]
 
+    def addmm_all(self, cs: list, xs: list, ys: list, beta=1.0, alpha=1.0) -> list:
+        """A new list beta·c + alpha·(x @ y). torch computes it in one ``torch.addmm``
+        (rounded once: what torch.optim.Muon's bfloat16 Newton–Schulz does); the others
+        as written here."""
+        prods = self.matmul_all(xs, ys)
+        out = self.mul(cs, beta)
+        self.add_(out, prods, alpha=alpha)
+        return out
+
+    def cast_all(self, xs: list, dtype) -> list:
+        """A new list of x in ``dtype``: a NumPy-style name ('bfloat16', 'float32', ...)
+        or a list of names, one per entry. An entry already in that dtype may come back
+        as itself: write only into lists made after."""
+        names = dtype if isinstance(dtype, list) else [dtype] * len(xs)
+        return [self.cast(x, n) for x, n in zip(xs, names)]
+
+    def check_dtype(self, name: str) -> None:
+        """Raise DecayError, naming the fix, when this backend cannot hold ``name``."""
+
     def norm(self, x):
         raise NotImplementedError
 
@@ -157,4 +176,7 @@ class Ops:
         raise NotImplementedError
 
     def abs(self, x):
+        raise NotImplementedError
+
+    def cast(self, x, dtype_name: str):
         raise NotImplementedError

@@ -35,6 +35,20 @@ _WRITEABLE = operator.attrgetter("flags.writeable")
 _BASE_ATTR = operator.attrgetter("base")
 
 
+def _numpy_dtype(name: str):
+    """NumPy's dtype of that name; bfloat16 from ml_dtypes (installed with JAX)."""
+    if name != "bfloat16":
+        return np.dtype(name)
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise DecayError(
+            "NumPy has no bfloat16: the NumPy backend takes it from the ml_dtypes package, which is not "
+            f"installed. Received: dtype={name!r}. Fix: pip install ml_dtypes, or choose 'float32'."
+        ) from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 class NumpyBackend(Backend):
     name = "numpy"
     aliases = ("np",)
@@ -97,7 +111,10 @@ class NumpyBackend(Backend):
         return bool(np.isfinite(x).all())
 
     def cast(self, x, dtype_name):
-        return np.asarray(x).astype(dtype_name, copy=False)
+        return np.asarray(x).astype(_numpy_dtype(dtype_name), copy=False)
+
+    def check_dtype(self, name):
+        _numpy_dtype(name)
 
     def read(self, x):
         # The vocabulary writes in place: a read-only array or a subclass (np.matrix's
