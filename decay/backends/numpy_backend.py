@@ -337,6 +337,9 @@ class NumpyBackend(Backend):
     # -- per-tensor norms, ratios and matrix products (LAMB, Muon) -----------------------
     def norm(self, x):
         flat = np.ravel(x)
+        if flat.dtype.itemsize == 2:  # float16, bfloat16: in float32, rounded once (as torch)
+            wide = flat.astype(np.float32)
+            return np.sqrt(np.dot(wide, wide)).astype(flat.dtype)
         return np.sqrt(np.dot(flat, flat)) if flat.dtype.kind == "f" else np.sqrt(np.sum(flat * flat))
 
     def norm_all(self, xs):

@@ -147,11 +147,17 @@ class Muon(Rule):
     def direction(self, ops, h, params, grads, slots):
         shapes = [tuple(ops.shape(p)) for p in params]  # 2-D: checked by check_leaves
         buf = slots["momentum_buffer"]
-        ops.mul_(buf, h.momentum)
-        ops.add_(buf, grads, alpha=h.grad_weight)
-        u = ops.mul(buf, h.buffer_coef)
-        if self.nesterov:
-            ops.add_(u, grads, alpha=h.grad_coef)
+        if self.momentum_form == "ema":  # torch's own ops: buf.lerp_(g, 1 − μ), g.lerp(buf, μ)
+            ops.lerp_(buf, grads, h.grad_weight)
+            u = ops.clone(grads) if self.nesterov else ops.mul(buf, 1.0)
+            if self.nesterov:
+                ops.lerp_(u, buf, h.momentum)
+        else:
+            ops.mul_(buf, h.momentum)
+            ops.add_(buf, grads, alpha=h.grad_weight)
+            u = ops.mul(buf, h.buffer_coef)
+            if self.nesterov:
+                ops.add_(u, grads, alpha=h.grad_coef)
         x = self.orthogonalize(ops, h, u, shapes)
         ops.mul_(x, [_adjustment(self.adjust_lr, self.rms_rate, r, c) for r, c in shapes])
         return x
