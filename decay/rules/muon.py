@@ -159,7 +159,9 @@ class Muon(Rule):
             if self.nesterov:
                 ops.add_(u, grads, alpha=h.grad_coef)
         x = self.orthogonalize(ops, h, u, shapes)
-        ops.mul_(x, [_adjustment(self.adjust_lr, self.rms_rate, r, c) for r, c in shapes])
+        scales = [_adjustment(self.adjust_lr, self.rms_rate, r, c) for r, c in shapes]
+        if any(s != 1.0 for s in scales):  # x·1 is x: a pass saved on square and wide matrices
+            ops.mul_(x, scales)
         return x
 
     def orthogonalize(self, ops, h, u: list, shapes: list) -> list:
