@@ -364,3 +364,19 @@ def test_command_line_compare_and_convert(capsys):
     assert main(["convert", "--from", "decay", "--optimizer", "lamb", "--lr", "0.01", "--weight-decay", "0.1",
                  "--to", "keras"]) == 0
     assert "exact: no" in capsys.readouterr().out
+
+
+def test_muon_ns_dtype_is_checked(monkeypatch):
+    import sys
+
+    with pytest.raises(decay.DecayError, match="ns_dtype.*'bf16'"):
+        decay.muon(ns_dtype="bf16")
+    # NumPy without ml_dtypes has no bfloat16: refused before anything is written.
+    rule = decay.muon(**MUON, ns_dtype="bfloat16")
+    params = {n: INIT[n].astype(np.float32) for n in MATRICES}
+    state = rule.init(params)
+    before = {n: p.copy() for n, p in params.items()}
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    with pytest.raises(decay.DecayError, match="ml_dtypes"):
+        rule.step(params, {n: np.ones_like(p) for n, p in params.items()}, state)
+    assert all(np.array_equal(params[n], before[n]) for n in params)
