@@ -10,11 +10,12 @@ through ``rule.step`` on the GPU and, for torch, through ``decay.torch.Optimizer
 each result must be within ``decay.tolerances.rtol(float64, steps)`` of decay's NumPy backend
 on the CPU. JAX runs the compiled subset (``rule_cases.compiled_cases``), as the suite does.
 
-``speed``: the classic rules (issue 15) and Lion, LAMB, Muon (issue 16) against torch.optim's
+``speed``: the classic rules (issue 15) and Lion, LAMB, Muon, Adafactor (issue 16) against torch.optim's
 fastest implementation of the same optimizer on CUDA (``fused=True`` where torch has it,
 else ``foreach=True``; Lion and LAMB against a hand-written ``torch._foreach_*`` step, as
 in bench_modern.py), float32, at 10 tensors of 1M and 200 of 50k; Muon on 10 matrices of
-1024x1024 against ``torch.optim.Muon``. Each side is timed to a ``torch.cuda.synchronize``;
+1024x1024 against ``torch.optim.Muon`` (decay's float32 default and ``ns_dtype="bfloat16"``,
+torch's arithmetic), Adafactor on the same matrices against ``torch.optim.Adafactor(foreach=True)``. Each side is timed to a ``torch.cuda.synchronize``;
 medians of interleaved runs. Target: decay <= 1.1x the reference.
 """
 
@@ -209,6 +210,14 @@ def speed(args):
         plan.append((layout, "lamb", lambda: decay.lamb(1e-3, weight_decay=0.1), [(size,)] * count, lamb))
     side = args.muon_side
     plan.append((f"10x{side}x{side}", "muon", lambda: decay.muon(1e-3, weight_decay=0.1), [(side, side)] * 10, muon))
+    plan.append((f"10x{side}x{side}", "muon bf16", lambda: decay.muon(1e-3, weight_decay=0.1, ns_dtype="bfloat16"),
+                 [(side, side)] * 10, muon))
+
+    def adafactor(fresh, grads):
+        return {"foreach": torch.optim.Adafactor(fresh(), lr=1e-2, weight_decay=0.1, foreach=True).step}
+
+    plan.append((f"10x{side}x{side}", "adafactor", lambda: decay.adafactor(1e-2, weight_decay=0.1),
+                 [(side, side)] * 10, adafactor))
     rows = []
     for layout, name, make_rule, shapes, native in plan:
         t = interleaved_medians(sides(make_rule, shapes, native), args.repeats, warmup=3)

@@ -8,8 +8,8 @@ medians of:
 
 - PyTorch: decay's ``rule.step`` on torch tensors against torch's own optimizer where
   torch has one (``torch.optim.Adafactor(foreach=True)``, the same arithmetic;
-  ``torch.optim.Muon``, which orthogonalizes in bfloat16, decay in float32: not the same
-  arithmetic) and otherwise a hand-written ``torch._foreach_*``
+  ``torch.optim.Muon``, which orthogonalizes in bfloat16: decay's default in float32,
+  and ``ns_dtype="bfloat16"``, torch's arithmetic) and otherwise a hand-written ``torch._foreach_*``
   step of the same math (Lion; LAMB, whose per-tensor norms are one ``_foreach_norm``);
 - TensorFlow: decay's compiled step on tf.Variables against Keras's
   ``apply_gradients`` (Lion, Lamb, Adafactor, Muon);
@@ -96,6 +96,15 @@ def torch_cases(name, rule, arrays, grads_np):
         else:  # foreach: torch's multi-tensor implementation (its default is the per-tensor loop)
             opt = torch.optim.Adafactor(ref, lr=LR, weight_decay=WD, foreach=True)
         out[f"torch.optim.{type(opt).__name__}"] = opt.step
+        if name == "muon":
+            bf_params = [torch.tensor(a) for a in arrays]
+            bf_rule = decay.muon(LR, weight_decay=WD, ns_dtype="bfloat16")
+            bf_state = [bf_rule.init(bf_params)]
+
+            def bf_step():
+                _, bf_state[0] = bf_rule.step(bf_params, grads, bf_state[0])
+
+            out["decay (torch, ns_dtype=bfloat16)"] = bf_step
     elif name == "lion":
         m = [torch.zeros_like(p) for p in ref]
         out["torch foreach (hand-written)"] = lambda: torch_lion_foreach(ref, grads, m)
@@ -167,6 +176,9 @@ def main():
     headers = ["rule", "torch ref ms", "decay torch ms", "ratio (<= 1.1)", "keras ms", "decay tf ms",
                "vs keras (>= 5x)", "decay numpy ms"]
     print(table(rows, headers))
+    if "muon" in results:
+        bf = results["muon"]["decay (torch, ns_dtype=bfloat16)"] / results["muon"]["torch.optim.Muon"]
+        print(f"muon, decay ns_dtype='bfloat16' (torch's arithmetic) / torch.optim.Muon: {bf:.2f}")
     print(write("modern" if len(rules) == 4 else "modern-" + "-".join(rules), {"layout": f"{args.count}x{args.size}", "muon": f"{args.count}x{args.muon_side}x{args.muon_side}",
                            "repeats": args.repeats, "medians_s": results}))
 

@@ -27,6 +27,10 @@ list entries; that is the TensorFlow implementation, and a reference for the oth
 from __future__ import annotations
 
 
+#: the dtypes whose products and norms are computed in float32 and rounded once
+LOW_PRECISION = frozenset({"bfloat16", "float16"})
+
+
 class Ops:
     """The vocabulary, implemented functionally with ``+ - * /`` (see the module
     docstring). In-place backends override every method."""
@@ -152,6 +156,29 @@ class Ops:
         only into lists a rule made itself."""
         return [self.transpose(x) for x in xs]
 
+    def addmm_all(self, cs: list, xs: list, ys: list, beta=1.0, alpha=1.0) -> list:
+        """A new list beta·c + alpha·(x @ y), rounded once for 16-bit floats: computed
+        in float32 and cast back, as ``torch.addmm`` (torch's backend calls it) does in
+        torch.optim.Muon's bfloat16 Newton–Schulz."""
+        names = [self.dtype_name(c) for c in cs]
+        low = [n in LOW_PRECISION for n in names]
+        if any(low):
+            wide = ["float32" if w else n for w, n in zip(low, names)]
+            cs, xs, ys = (self.cast_all(v, wide) for v in (cs, xs, ys))
+        out = self.mul(cs, beta)
+        self.add_(out, self.matmul_all(xs, ys), alpha=alpha)
+        return self.cast_all(out, names) if any(low) else out
+
+    def cast_all(self, xs: list, dtype) -> list:
+        """A new list of x in ``dtype``: a NumPy-style name ('bfloat16', 'float32', ...)
+        or a list of names, one per entry. An entry already in that dtype may come back
+        as itself: write only into lists made after."""
+        names = dtype if isinstance(dtype, list) else [dtype] * len(xs)
+        return [self.cast(x, n) for x, n in zip(xs, names)]
+
+    def check_dtype(self, name: str) -> None:
+        """Raise DecayError, naming the fix, when this backend cannot hold ``name``."""
+
     def norm(self, x):
         raise NotImplementedError
 
@@ -181,4 +208,7 @@ class Ops:
         raise NotImplementedError
 
     def abs(self, x):
+        raise NotImplementedError
+
+    def cast(self, x, dtype_name: str):
         raise NotImplementedError

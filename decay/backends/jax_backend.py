@@ -168,6 +168,8 @@ class JaxBackend(Backend):
 
     # per-tensor norms, ratios and matrix products (LAMB, Muon): as TensorFlow's
     def norm(self, x):
+        if x.dtype in (jnp.bfloat16, jnp.float16):  # in float32, rounded once (as torch)
+            return self.norm(x.astype(jnp.float32)).astype(x.dtype)
         return jnp.sqrt(jnp.sum(jnp.square(x)))
 
     def safe_ratio(self, n, d, default):

@@ -36,6 +36,20 @@ _WRITEABLE = operator.attrgetter("flags.writeable")
 _BASE_ATTR = operator.attrgetter("base")
 
 
+def _numpy_dtype(name: str):
+    """NumPy's dtype of that name; bfloat16 from ml_dtypes (installed with JAX)."""
+    if name != "bfloat16":
+        return np.dtype(name)
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise DecayError(
+            "NumPy has no bfloat16: the NumPy backend takes it from the ml_dtypes package, which is not "
+            f"installed. Received: dtype={name!r}. Fix: pip install ml_dtypes, or choose 'float32'."
+        ) from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 class NumpyBackend(Backend):
     name = "numpy"
     aliases = ("np",)
@@ -101,7 +115,10 @@ class NumpyBackend(Backend):
         return bool(np.isfinite(x).all())
 
     def cast(self, x, dtype_name):
-        return np.asarray(x).astype(dtype_name, copy=False)
+        return np.asarray(x).astype(_numpy_dtype(dtype_name), copy=False)
+
+    def check_dtype(self, name):
+        _numpy_dtype(name)
 
     def read(self, x):
         # The vocabulary writes in place: a read-only array or a subclass (np.matrix's
@@ -351,6 +368,9 @@ class NumpyBackend(Backend):
     # -- per-tensor norms, ratios and matrix products (LAMB, Muon) -----------------------
     def norm(self, x):
         flat = np.ravel(x)
+        if flat.dtype.itemsize == 2:  # float16, bfloat16: in float32, rounded once (as torch)
+            wide = flat.astype(np.float32)
+            return np.sqrt(np.dot(wide, wide)).astype(flat.dtype)
         return np.sqrt(np.dot(flat, flat)) if flat.dtype.kind == "f" else np.sqrt(np.sum(flat * flat))
 
     def norm_all(self, xs):

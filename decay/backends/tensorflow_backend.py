@@ -269,6 +269,8 @@ class TensorflowBackend(Backend):
 
     # -- per-tensor norms, ratios and matrix products (LAMB, Muon) -----------------------
     def norm(self, x):
+        if x.dtype in (tf.bfloat16, tf.float16):  # in float32, rounded once (as torch)
+            return tf.cast(self.norm(tf.cast(x, tf.float32)), x.dtype)
         return tf.sqrt(tf.reduce_sum(tf.square(x)))
 
     def safe_ratio(self, n, d, default):

@@ -388,6 +388,12 @@ class TorchBackend(Backend):
     def transpose(self, x):
         return x.transpose(-2, -1)
 
+    def addmm_all(self, cs, xs, ys, beta=1.0, alpha=1.0):
+        # One torch.addmm, rounded once, as torch.optim.Muon's bfloat16 Newton–Schulz.
+        if isinstance(beta, torch.Tensor) or isinstance(alpha, torch.Tensor) or any(c.dim() != 2 for c in cs):
+            return super().addmm_all(cs, xs, ys, beta, alpha)
+        return [torch.addmm(c, x, y, beta=beta, alpha=alpha) for c, x, y in zip(cs, xs, ys)]
+
     def to_numpy(self, x):
         x = x.detach()
         if x.dtype in (torch.bfloat16,):

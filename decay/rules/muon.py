@@ -14,6 +14,7 @@ from .base import Rule
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic, every framework's default
 ADJUSTMENTS = ("original", "width", "match_rms_adamw", "none")
+NS_DTYPES = (None, "bfloat16", "float16", "float32", "float64")
 #: convention -> its defaults: momentum form, ε, how ε enters, lr adjustment, λ
 CONVENTIONS = {
     "torch": dict(momentum_form="ema", eps=1e-7, eps_clamps=True, adjust_lr="original", weight_decay=0.1),
@@ -61,7 +62,11 @@ class Muon(Rule):
     (optax's default: its weights are (fan_in, fan_out)), "match_rms_adamw"
     rms·√max(A, B) (Moonshot; Keras's default with rms 0.2, torch's and optax's option),
     "none". The Newton–Schulz iteration is one definition on every backend, in the
-    parameters' dtype; torch.optim.Muon runs it in bfloat16.
+    parameters' dtype (Keras, optax) or in ``ns_dtype``: ``"bfloat16"`` is
+    torch.optim.Muon's — u is cast to it, normalized (norm, clamp, division) and
+    iterated in it (each ``b·A + c·A·A`` and ``a·X + B·X`` one rounded product, as
+    ``torch.addmm``), and cast back to the parameters' dtype before the lr scale;
+    the momentum buffer stays in the parameters' dtype.
 
     Only 2-D parameters: anything else raises :class:`DecayError` before any write.
     Give the others to a second rule, as every framework does: :meth:`adamw_for_others`.
@@ -73,7 +78,7 @@ class Muon(Rule):
     elementwise = False  # norms and matrix products
 
     def __init__(self, *, nesterov=True, momentum_form="ema", ns_coefficients=NS_COEFFICIENTS, ns_steps=5,
-                 eps=1e-7, eps_clamps=True, adjust_lr="original", rms_rate=0.2, convention=None, **kwargs):
+                 eps=1e-7, eps_clamps=True, adjust_lr="original", rms_rate=0.2, convention=None, ns_dtype=None, **kwargs):
         self.nesterov = check_flag("nesterov", nesterov)
         self.momentum_form = check_choice("momentum_form", momentum_form, ("ema", "sum", "ema_debiased"))
         if not isinstance(ns_coefficients, (tuple, list)) or len(ns_coefficients) != 3:
@@ -88,19 +93,21 @@ class Muon(Rule):
         self.eps_clamps = check_flag("eps_clamps", eps_clamps)
         self.adjust_lr = check_choice("adjust_lr", "none" if adjust_lr is None else adjust_lr, ADJUSTMENTS)
         self.rms_rate = check_number("rms_rate", rms_rate)
+        self.ns_dtype = check_choice("ns_dtype", ns_dtype, NS_DTYPES)
         self.convention = convention
         super().__init__(**kwargs)
         self._kwargs.update(
             nesterov=self.nesterov, momentum_form=self.momentum_form, ns_coefficients=self.ns_coefficients,
             ns_steps=ns_steps, eps=self.eps, eps_clamps=self.eps_clamps, adjust_lr=self.adjust_lr,
-            rms_rate=self.rms_rate, convention=convention,
+            rms_rate=self.rms_rate, convention=convention, ns_dtype=self.ns_dtype,
         )
 
     def __repr__(self):
         # What decay.muon(...) takes: the convention sets the momentum form and ε's place.
         return (f"{super().__repr__()[:-1]}, nesterov={self.nesterov!r}, ns_steps={self.ns_steps!r}, "
                 f"eps={self.eps!r}, convention={self.convention!r}, adjust_lr={self.adjust_lr!r}, "
-                f"rms_rate={self.rms_rate!r})")
+                f"rms_rate={self.rms_rate!r}"
+                + (f", ns_dtype={self.ns_dtype!r})" if self.ns_dtype is not None else ")"))
 
     def check_group(self, hyper):
         hyper = super().check_group(hyper)
@@ -116,6 +123,8 @@ class Muon(Rule):
                 "others to a second rule, as the frameworks do: rule.with_others() or "
                 "rule.adamw_for_others() (see decay.muon)."
             )
+        if self.ns_dtype is not None:
+            backend.check_dtype(self.ns_dtype)  # NumPy's bfloat16 needs ml_dtypes
 
     def coefficients(self, group, t):
         mu, k = group["momentum"], t + 1
@@ -138,19 +147,31 @@ class Muon(Rule):
     def direction(self, ops, h, params, grads, slots):
         shapes = [tuple(ops.shape(p)) for p in params]  # 2-D: checked by check_leaves
         buf = slots["momentum_buffer"]
-        ops.mul_(buf, h.momentum)
-        ops.add_(buf, grads, alpha=h.grad_weight)
-        u = ops.mul(buf, h.buffer_coef)
-        if self.nesterov:
-            ops.add_(u, grads, alpha=h.grad_coef)
+        if self.momentum_form == "ema":  # torch's own ops: buf.lerp_(g, 1 − μ), g.lerp(buf, μ)
+            ops.lerp_(buf, grads, h.grad_weight)
+            u = ops.clone(grads) if self.nesterov else ops.mul(buf, 1.0)
+            if self.nesterov:
+                ops.lerp_(u, buf, h.momentum)
+        else:
+            ops.mul_(buf, h.momentum)
+            ops.add_(buf, grads, alpha=h.grad_weight)
+            u = ops.mul(buf, h.buffer_coef)
+            if self.nesterov:
+                ops.add_(u, grads, alpha=h.grad_coef)
         x = self.orthogonalize(ops, h, u, shapes)
-        ops.mul_(x, [_adjustment(self.adjust_lr, self.rms_rate, r, c) for r, c in shapes])
+        scales = [_adjustment(self.adjust_lr, self.rms_rate, r, c) for r, c in shapes]
+        if any(s != 1.0 for s in scales):  # x·1 is x: a pass saved on square and wide matrices
+            ops.mul_(x, scales)
         return x
 
     def orthogonalize(self, ops, h, u: list, shapes: list) -> list:
         """Newton–Schulz: X ≈ U·Vᵀ of u = U·S·Vᵀ, on the wide orientation of each matrix."""
         tall = [r > c for r, c in shapes]
         x = [ops.transpose(m) if t else m for m, t in zip(u, tall)]
+        ns = self.ns_dtype
+        if ns is not None:  # torch: grad.bfloat16(), then everything below in bfloat16
+            back = [ops.dtype_name(m) for m in x]
+            x = ops.cast_all(x, ns)
         norms = ops.norm_all(x)
         if self.eps_clamps:
             floor = ops.mul(norms, 0.0)
@@ -161,11 +182,14 @@ class Muon(Rule):
         x = ops.div(x, norms)
         for _ in range(self.ns_steps):
             gram = ops.matmul_all(x, ops.transpose_all(x))
-            poly = ops.mul(gram, h.b)
-            ops.add_(poly, ops.matmul_all(gram, gram), alpha=h.c)
-            px = ops.matmul_all(poly, x)
-            ops.mul_(x, h.a)
-            ops.add_(x, px)
+            if ns is not None:  # NumPy's bfloat16 products come back in float32
+                gram = ops.cast_all(gram, ns)
+            poly = ops.addmm_all(gram, gram, gram, beta=h.b, alpha=h.c)  # torch.addmm, as torch
+            x = ops.addmm_all(x, poly, x, beta=h.a)
+            if ns is not None:
+                x = ops.cast_all(x, ns)
+        if ns is not None:  # torch adds the bfloat16 update into the parameters
+            x = ops.cast_all(x, back)
         return [ops.transpose(m) if t else m for m, t in zip(x, tall)]
 
     def adamw_for_others(self, lr=None, betas=(0.9, 0.999), weight_decay=None, eps=None, **kwargs):
@@ -265,6 +289,7 @@ def muon(
     convention: str = "torch",
     adjust_lr=None,
     rms_rate: float = 0.2,
+    ns_dtype=None,
     decay_scaled_by: str = "lr",
     mask=None,
     groups=None,
@@ -280,16 +305,20 @@ def muon(
     - ``"torch"`` — ``torch.optim.Muon(lr, weight_decay=0.1, momentum, nesterov,
       ns_coefficients, eps=1e-7, ns_steps, adjust_lr_fn)``: an averaged buffer
       b ← μ·b + (1 − μ)·g, X / max(‖X‖, ε), scale "original" (or ``adjust_lr=
-      "match_rms_adamw"``). torch orthogonalizes in bfloat16; decay in the
-      parameters' dtype (measured gap: README's conventions table).
+      "match_rms_adamw"``). torch orthogonalizes in bfloat16: ``ns_dtype=
+      "bfloat16"`` gives its numbers exactly (float32 and float64 parameters, every
+      step); the default ``None`` orthogonalizes in the parameters' dtype (1.5e-3
+      relative from torch's after 100 steps: docs/conventions.md).
     - ``"keras"`` — ``keras.optimizers.Muon(learning_rate, weight_decay=0.004,
       momentum, ns_steps, nesterov, rms_rate=0.2, muon_a/b/c)``: a summed buffer
       b ← μ·b + g, X / (‖X‖ + 1e-7), scale rms_rate·√max(A, B) (``rms_rate=None`` in
-      Keras is ``adjust_lr="none"`` here).
+      Keras is ``adjust_lr="none"`` here). Its Newton–Schulz runs in the weights'
+      dtype: ``ns_dtype=None``.
     - ``"optax"`` — ``optax.contrib.muon(learning_rate, ns_coeffs, ns_steps, beta,
       eps=1e-8, weight_decay=0, nesterov, consistent_rms=None)``: an averaged buffer
       with bias correction, X / (‖X‖ + ε), scale "width" (``consistent_rms=r`` is
-      ``adjust_lr="match_rms_adamw", rms_rate=r``).
+      ``adjust_lr="match_rms_adamw", rms_rate=r``). In the updates' dtype:
+      ``ns_dtype=None``.
 
     Decoupled decay θ·(1 − lr_t·λ) in all three. The non-matrix parameters go to
     ``rule.adamw_for_others(...)``, a second rule configured as the framework does;
@@ -306,7 +335,7 @@ def muon(
         decoupled=decoupled, regularizer=regularizer, nesterov=nesterov, momentum_form=d["momentum_form"],
         ns_coefficients=ns_coefficients, ns_steps=ns_steps, eps=d["eps"] if eps is None else eps,
         eps_clamps=d["eps_clamps"], adjust_lr=d["adjust_lr"] if adjust_lr is None else adjust_lr,
-        rms_rate=rms_rate, convention=convention, decay_scaled_by=decay_scaled_by, mask=mask, groups=groups,
+        rms_rate=rms_rate, convention=convention, ns_dtype=ns_dtype, decay_scaled_by=decay_scaled_by, mask=mask, groups=groups,
         on_nonfinite=on_nonfinite,
         cautious_decay=cautious_decay, lr_max=lr_max, decay_toward=decay_toward,
     )

@@ -171,3 +171,59 @@ def test_zeros_of_another_shape(native, dtype):
     zero = native.backend.zeros((3, 1), like)
     assert native.backend.shape(zero) == (3, 1) and native.backend.dtype_name(zero) == native.backend.dtype_name(like)
     assert not np.any(native.numpy(zero))
+
+
+def test_addmm_all(native, dtype):
+    # 2-D (torch: one torch.addmm) and batched (the others' composition) entries.
+    c = [native.grad(m @ r, dtype) for m, r in zip(MATRICES, RIGHT)]
+    a = [native.grad(m, dtype) for m in MATRICES]
+    b = [native.grad(m, dtype) for m in RIGHT]
+    c64, a64, b64 = ([np.asarray(v, dtype=dtype).astype(np.float64) for v in vs]
+                     for vs in ([m @ r for m, r in zip(MATRICES, RIGHT)], MATRICES, RIGHT))
+    out = native.backend.addmm_all(c, a, b, beta=-0.75, alpha=1.25)
+    for got, x, y, z in zip(_numpy(native, out), c64, a64, b64):
+        # |β·c| and |α·x@y| are comparable, with cancellation: the bound is on the terms
+        want = -0.75 * x + 1.25 * (y @ z)
+        scale = np.abs(0.75 * x).max() + np.abs(1.25 * (y @ z)).max()
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 8 * np.finfo(dtype).eps * scale
+    for got, expected in zip(_numpy(native, c), c64):
+        assert_close(got, expected, dtype, what="addmm_all: an argument it must not write")
+
+
+def _bfloat16_rounded(a64) -> np.ndarray:
+    """bfloat16's round to nearest even, from float32's bits (a closed form)."""
+    bits = np.asarray(a64, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+@pytest.mark.parametrize("target", ["bfloat16", "float32", "float64"])
+def test_cast_all_and_back(native, dtype, target):
+    if native.name == "numpy" and target == "bfloat16":
+        pytest.importorskip("ml_dtypes")  # NumPy's bfloat16
+    ops = native.backend
+    xs = [native.grad(m, dtype) for m in MATRICES]
+    x64 = [np.asarray(m, dtype=dtype).astype(np.float64) for m in MATRICES]
+    out = ops.cast_all(xs, target)
+    assert [ops.dtype_name(v) for v in out] == [target] * len(xs)
+    for got, x in zip(_numpy(native, out), x64):
+        want = _bfloat16_rounded(x) if target == "bfloat16" else x.astype(target).astype(np.float64)
+        np.testing.assert_array_equal(np.asarray(got, dtype=np.float64), want)
+    back = ops.cast_all(out, [ops.dtype_name(v) for v in xs])  # one name per entry
+    assert [ops.dtype_name(v) for v in back] == [dtype] * len(xs)
+
+
+def test_numpy_bfloat16_without_ml_dtypes_is_refused(monkeypatch):
+    import sys
+
+    import decay
+    from decay import DecayError
+
+    numpy_ops = decay.get_backend("numpy")
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # import ml_dtypes now fails
+    with pytest.raises(DecayError, match="ml_dtypes"):
+        numpy_ops.check_dtype("bfloat16")
+    with pytest.raises(DecayError, match="ml_dtypes"):
+        numpy_ops.cast_all([np.ones((2, 2))], "bfloat16")
+    numpy_ops.check_dtype("float32")  # the others need nothing

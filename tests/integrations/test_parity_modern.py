@@ -217,11 +217,11 @@ def run_decay_pair(muon, others, backend="numpy", steps=STEPS, dtype="float64") 
     return out
 
 
-def _torch_muon_pair(bfloat16_ns: bool):
+def _torch_muon_pair(bfloat16_ns: bool, dtype="float64"):
     torch = pytest.importorskip("torch")
     import torch.optim._muon as torch_muon
 
-    params = {n: torch.nn.Parameter(torch.tensor(v)) for n, v in INIT.items()}
+    params = {n: torch.nn.Parameter(torch.tensor(v.astype(dtype))) for n, v in INIT.items()}
     muon = torch.optim.Muon([params[n] for n in MATRICES], **MUON)
     adamw = torch.optim.AdamW([params[n] for n in OTHERS], lr=MUON["lr"], weight_decay=0.125)
     if bfloat16_ns:
@@ -245,18 +245,38 @@ def _torch_muon_pair(bfloat16_ns: bool):
         torch_muon._zeropower_via_newtonschulz = real
 
 
-def test_muon_torch_and_its_bfloat16_gap():
-    rule = decay.muon(**MUON, convention="torch")
+def test_muon_torch_in_bfloat16_is_torchs():
+    # ns_dtype="bfloat16" casts where torch.optim.Muon does (its `grad.bfloat16()`),
+    # normalizes and iterates in bfloat16 with torch.addmm's fused products, and adds the
+    # bfloat16 update to the parameters; the buffer is torch's lerp. The one difference
+    # left is lr·(scale·X) against torch's (lr·scale)·X: bit-identical on the wide
+    # matrix (scale 1), one float32 rounding per step on the tall one (scale √1.5).
     torch = pytest.importorskip("torch")
+    rule = decay.muon(**MUON, convention="torch", ns_dtype="bfloat16")
     native = torch.optim.Muon([torch.zeros(2, 2, requires_grad=True)], **MUON)
     assert decay.from_native(native).get_config() == rule.get_config()
     conversion = decay.to_native(rule, "torch", strict=False)
-    assert not conversion.exact and "bfloat16" in conversion.reason
+    assert conversion.exact, conversion.reason
     assert conversion.build([torch.zeros(2, 2, requires_grad=True)]).defaults == native.defaults
     others = rule.adamw_for_others(weight_decay=0.125)
     ours = run_decay_pair(rule, others, "torch")
+    assert_same_run(ours, _torch_muon_pair(bfloat16_ns=True), "decay.muon(ns_dtype=bfloat16) vs torch Muon")
+    ours, want = run_decay_pair(rule, others, "torch", dtype="float32"), _torch_muon_pair(True, "float32")
+    for i, (a, b) in enumerate(zip(ours, want), start=1):  # measured ≤ 1.5e-8 per entry
+        np.testing.assert_array_equal(a["v"], b["v"], err_msg=f"wide matrix, step {i}")
+        for n in SHAPES:
+            assert_close(a[n], b[n], "float32", steps=i, what=f"decay.muon(ns_dtype=bfloat16) float32: step {i} {n}")
+
+
+def test_muon_torch_and_its_bfloat16_gap():
+    rule = decay.muon(**MUON, convention="torch")  # ns_dtype=None: the parameters' dtype
+    pytest.importorskip("torch")
+    conversion = decay.to_native(rule, "torch", strict=False)
+    assert not conversion.exact and "bfloat16" in conversion.reason
+    others = rule.adamw_for_others(weight_decay=0.125)
+    ours = run_decay_pair(rule, others, "torch")
     assert_same_run(ours, _torch_muon_pair(bfloat16_ns=False), "decay.muon(torch) vs torch Muon + AdamW")
-    # The README's conventions table states this: torch's bfloat16 orthogonalization.
+    # docs/conventions.md states this: torch's bfloat16 orthogonalization.
     assert 5e-4 < gap(ours, _torch_muon_pair(bfloat16_ns=True)) < 5e-3  # measured 1.5e-3
 
 
@@ -344,3 +364,19 @@ def test_command_line_compare_and_convert(capsys):
     assert main(["convert", "--from", "decay", "--optimizer", "lamb", "--lr", "0.01", "--weight-decay", "0.1",
                  "--to", "keras"]) == 0
     assert "exact: no" in capsys.readouterr().out
+
+
+def test_muon_ns_dtype_is_checked(monkeypatch):
+    import sys
+
+    with pytest.raises(decay.DecayError, match="ns_dtype.*'bf16'"):
+        decay.muon(ns_dtype="bf16")
+    # NumPy without ml_dtypes has no bfloat16: refused before anything is written.
+    rule = decay.muon(**MUON, ns_dtype="bfloat16")
+    params = {n: INIT[n].astype(np.float32) for n in MATRICES}
+    state = rule.init(params)
+    before = {n: p.copy() for n, p in params.items()}
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    with pytest.raises(decay.DecayError, match="ml_dtypes"):
+        rule.step(params, {n: np.ones_like(p) for n, p in params.items()}, state)
+    assert all(np.array_equal(params[n], before[n]) for n in params)
