@@ -191,7 +191,7 @@ class Ops:
     def transpose(self, x):
         raise NotImplementedError
 
-    # -- reductions over one axis (Adafactor's factored second moment) -------------------
+    # -- reductions over one axis (a factored second moment's rows and columns) ---------
     # A list operation of two lists broadcasts as NumPy does (a (m, 1) by a (1, n) list
     # gives (m, n) entries); an in-place one keeps x's shape, so y must broadcast to it.
     def mean_all(self, xs: list, axes: list) -> list:

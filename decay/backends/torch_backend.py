@@ -375,7 +375,7 @@ class TorchBackend(Backend):
         return torch.matmul(a, b)
 
     def mean_squares_all(self, xs, axes):
-        # torch.optim.Adafactor's (g·g).mean(dim) without forming g·g: ‖g‖² along dim / n
+        # the mean of x·x along an axis without forming x·x: ‖x‖² along it / n (as torch.optim computes it)
         out = []
         for x, axis in zip(xs, axes):
             norm = torch.linalg.vector_norm(x, dim=axis, keepdim=axis is not None)

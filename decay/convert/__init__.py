@@ -155,8 +155,10 @@ def from_native(obj, *, scheduler=None):
       back as the shortest decimal that rounds to it (0.1, not 0.10000000149).
     - ``keras.regularizers.L1``/``L2``/``L1L2`` → ``decay.L1``/``L2``/``ElasticNet``.
     - A torch scheduler or Keras schedule alone → the decay schedule.
-    - ``optax.inject_hyperparams(optax.sgd | adam | adamw)(...)`` with numbers → the
-      decay rule (any other optax transformation is opaque: an error says why).
+    - ``optax.inject_hyperparams(optax.sgd | adam | adamw | adafactor)(...)`` with numbers
+      → the decay rule (any other optax transformation is opaque: an error says why).
+    - ``torch.optim.Adafactor``, ``keras.optimizers.Adafactor`` → ``decay.adafactor`` in
+      that framework's convention (``decay/convert/adafactor.py``).
 
     Anything else, and settings decay cannot express exactly (``maximize``, gradient
     clipping, EMA, ``CosineAnnealingLR`` past T_max, ...), raise :class:`~decay.DecayError`.

@@ -12,7 +12,7 @@ any other mix of the options               the framework's own                  
 =========================================  ===========================================  =====
 
 Each option that the target computes otherwise is one reason in ``Conversion.reason``
-(measured gaps: ``docs/optimizers.md``). ``clip_threshold=None`` converts as an infinite
+(measured gaps: ``docs/conventions.md``). ``clip_threshold=None`` converts as an infinite
 threshold (max(1, RMS(u)/∞) = 1: no clipping) in torch and Keras.
 """
 
@@ -158,7 +158,9 @@ OPTAX_NOTE = ("optax computes β̂_t in float32 even with jax_enable_x64 (6e-8 r
 
 
 def from_optax(h):
-    """optax.inject_hyperparams(optax.adafactor)(...) -> decay.adafactor(convention="optax")."""
+    """optax.inject_hyperparams(optax.adafactor)(...) -> decay.adafactor(convention="optax").
+    optax keeps the momentum in float32 unless ``dtype_momentum`` says otherwise; the rule
+    keeps it in the parameters' dtype (``OPTAX_NOTE``)."""
     from .optax import _number, optax_mask
 
     mask = h.get("weight_decay_mask")

@@ -294,3 +294,17 @@ def test_sharded_parameters_are_refused_before_any_write():
         assert bool((p.detach().full_tensor() == 1).all()) and not opt.state
     finally:
         dist.destroy_process_group()
+
+
+def test_command_line_compare_and_convert(capsys):
+    from decay.app.cli import main
+
+    assert main(["compare", "--optimizer", "adafactor", "--backends", "numpy", "--steps", "5",
+                 "--decay-mode", "decoupled", "--quiet"]) == 0
+    assert "decay.adafactor" in capsys.readouterr().out
+    for source, target, exact in (("torch", "torch", "yes"), ("keras", "keras", "yes"), ("optax", "optax", "yes"),
+                                  ("torch", "keras", "no"), ("keras", "optax", "no")):
+        assert main(["convert", "--from", source, "--optimizer", "adafactor", "--lr", "0.01", "--weight-decay", "0.1",
+                     "--to", target]) == 0
+        out = capsys.readouterr().out
+        assert f"exact: {exact}" in out, (source, target, out)
