@@ -21,13 +21,12 @@ from ..errors import DecayError
 from ..masks import resolve_groups, resolve_mask
 from ..penalties import Penalty
 from ..tree import flatten, flatten_like, same_pytree, state_by_name, unflatten
-from ..validation import (check_choice, check_flag, check_number_or_schedule, check_slot_fits, check_updatable,
+from ..validation import (check_choice, check_flag, check_number_or_schedule, check_updatable,
                           dense_grads)
-from .._memory import check_disjoint
-from . import _decay, _state
+from . import _checks, _decay, _state
 from ._config import rule_to_config
 from ._reference import check_decay_toward, reference_slots
-from ._state import RuleState, _check_count, _check_made_by, _names_of
+from ._state import RuleState, _check_count, _names_of
 
 NONFINITE_POLICIES = ("apply", "skip", "raise")
 
@@ -316,7 +315,7 @@ class Rule:
         if layouts is None or backend.layouts(g_leaves) != layouts:
             g_leaves = dense_grads(self, backend, flat.names, g_leaves,
                                    self.decay_acts(self.hyper_sets(), group_of, decayed))
-            self._check_grads(backend, flat, g_leaves)  # finds and names the mismatch
+            _checks.check_grads(backend, flat, g_leaves)  # finds and names the mismatch
         state = state_by_name(state, flat)
         self._check_state_cached(state, flat, backend)
         if backend.traced(flat.leaves) or backend.traced(g_leaves) or backend.traced([state.count]):
@@ -393,7 +392,7 @@ class Rule:
         ):
             _check_count(state)
         else:
-            self._check_state(state, flat, backend)
+            _checks.check_state(self, state, flat, backend)
 
     def __setattr__(self, name, value):
         # Any attribute set but a cache may change what the definition reads: a count
@@ -414,100 +413,11 @@ class Rule:
         # Caches hold tensors and compiled functions: not part of a rule's definition.
         return {k: v for k, v in self.__dict__.items() if k not in _CACHES}
 
-    # -- checks --------------------------------------------------------------------
-    def _check_grads(self, backend, flat, g_leaves):
-        grads_backend = backend_of_tensors([(f"grads[{n!r}]", g) for n, g in zip(flat.names, g_leaves)], "grads")
-        if grads_backend is not backend:
-            raise DecayError(
-                f"`params` are {backend.name} tensors but `grads` are {grads_backend.name} tensors. "
-                "Convert them to one framework before calling decay."
-            )
-        for name, p, g in zip(flat.names, flat.leaves, g_leaves):
-            if backend.same_layout(p, g):
-                continue
-            if backend.shape(p) != backend.shape(g):
-                raise DecayError(
-                    f"The gradient of parameter {name!r} has shape {backend.shape(g)} but the "
-                    f"parameter has shape {backend.shape(p)}. Pass grads in the same order and "
-                    "shapes as params."
-                )
-            if backend.dtype_name(p) != backend.dtype_name(g):
-                raise DecayError(
-                    f"The gradient of parameter {name!r} is {backend.dtype_name(g)} but the "
-                    f"parameter is {backend.dtype_name(p)}. Cast the gradient to the parameter's dtype."
-                )
-            if backend.device(p) != backend.device(g):
-                raise DecayError(
-                    f"The gradient of parameter {name!r} is on {backend.device(g)} but the "
-                    f"parameter is on {backend.device(p)}. Move them to one device."
-                )
-
-    def _check_state_fits_rule(self, state):
-        if not isinstance(state, RuleState):
-            raise DecayError(
-                f"`state` must be the RuleState returned by init() or step(). Received a {type(state).__name__}."
-            )
-        _check_count(state)
-        _check_made_by(self, state)
-        needed = {s for h in self.hyper_sets() for s in self.state_slot_names(h)}
-        if not isinstance(state.slots, dict) or set(state.slots) != needed:
-            got = sorted(state.slots) if isinstance(state.slots, dict) else state.slots
-            raise DecayError(
-                f"`state` holds slots {got!r} but {self.name} needs {sorted(needed)}. "
-                "Was it made by another rule? Save the state with the rule that made it."
-            )
-        if len({len(per_leaf) for per_leaf in state.slots.values()}) > 1:
-            raise DecayError("`state` holds slots of different lengths: it is damaged. Call init() again.")
-
-    def _check_state(self, state, flat, backend):
-        """The state must be one this rule made for these params: same slots, one
-        tensor per parameter of its shape and backend, a valid count."""
-        if not isinstance(state, RuleState):
-            raise DecayError(
-                f"`state` must be the RuleState returned by init() or step(). "
-                f"Received a {type(state).__name__}."
-            )
-        _check_count(state)
-        _check_made_by(self, state)
-        hypers = self.hyper_sets()
-        group_of, _ = self.resolve(flat.names, flat.leaves)
-        needed = {s for h in hypers for s in self.state_slot_names(h)}
-        if set(state.slots) != needed:
-            raise DecayError(
-                f"`state` holds slots {sorted(state.slots)} but {self.name} needs {sorted(needed)}. "
-                "Was it made by another rule? Call init() with this rule."
-            )
-        for slot, per_leaf in state.slots.items():
-            if len(per_leaf) != len(flat.leaves):
-                raise DecayError(
-                    f"`state` was made for {len(per_leaf)} parameters but {len(flat.leaves)} were "
-                    "passed. Call init() with these params."
-                )
-        for i, (name, p, g) in enumerate(zip(flat.names, flat.leaves, group_of)):
-            shapes = self.state_slot_shapes(hypers[g], backend.shape(p))
-            for slot, per_leaf in state.slots.items():
-                x = per_leaf[i]
-                if (slot in shapes) != (x is not None) or (
-                    x is not None and (not backend.is_tensor(x) or backend.shape(x) != shapes[slot])
-                ):
-                    expected = f"a {backend.name} tensor of shape {shapes[slot]}" if slot in shapes else "None"
-                    raise DecayError(
-                        f"`state` slot {slot!r} does not fit parameter {name!r} (expected {expected}). "
-                        "Call init() with these params."
-                    )
-                if x is not None:
-                    check_slot_fits(backend, slot, name, p, x)
-        # No slot may share memory with a parameter or another slot (once per new state).
-        held = [(f"`state` slot {slot!r} of {name!r}", x) for slot, per_leaf in state.slots.items()
-                for name, x in zip(flat.names, per_leaf) if x is not None]
-        check_disjoint(backend, [f"parameter {n!r}" for n in flat.names] + [label for label, _ in held],
-                       list(flat.leaves) + [x for _, x in held])
-
     # -- saving and loading state (decay/rules/_state.py) ------------------------------
     def state_dict(self, state: RuleState) -> dict:
         """The state as plain NumPy arrays and numbers (picklable, ``np.savez``-able).
         A state that does not fit this rule (another rule's slots) is refused."""
-        self._check_state_fits_rule(state)
+        _checks.check_state_fits_rule(self, state)
         return _state.state_dict(self, state)
 
     def load_state_dict(self, saved: dict, params) -> RuleState:

@@ -10,6 +10,7 @@ from ..engine import Hyper
 from ..errors import DecayError
 from ..validation import check_choice, check_flag, check_number
 from .adam import adamw
+from . import _checks
 from .base import Rule
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic, every framework's default
@@ -261,7 +262,7 @@ class MuonPair:
         g_rest = {n: grads[n] for n in rest}
         # Check the second rule's part before Muon writes anything (step checks first).
         flat, backend, *_ = self.others._checked_params(rest)
-        self.others._check_grads(backend, flat, list(g_rest.values()))
+        _checks.check_grads(backend, flat, list(g_rest.values()))
         self.others._check_state_cached(state[1], flat, backend)
         matrices, s_muon = self.muon.step(matrices, {n: grads[n] for n in matrices}, state[0])
         rest, s_rest = self.others.step(rest, g_rest, state[1])
