@@ -239,7 +239,7 @@ class TorchBackend(Backend):
         # (A parameter's byte count is read where its pointer changes, as step_spans does.)
         if not all(map(_IS_CONTIGUOUS, grads)):
             return None
-        return tuple(map(id, params)), tuple(map(_DATA_PTR, params)), tuple(map(_DATA_PTR, grads))
+        return tuple(map(_DATA_PTR, params)), tuple(map(_DATA_PTR, grads))
 
     def memory_layout(self, x):
         size = x.element_size()
@@ -290,6 +290,8 @@ class TorchBackend(Backend):
         torch._foreach_clamp_min_(xs, s)
 
     def add(self, xs, ys, alpha=1.0):
+        if not isinstance(ys, list):
+            return list(torch._foreach_add(xs, ys))
         return list(torch._foreach_add(xs, ys, alpha=alpha))
 
     def mul(self, xs, s):
