@@ -92,8 +92,8 @@ class Ops:
         xs[:] = [self.maximum(x, y) for x, y in zip(xs, self._each(xs, s))]
 
     # -- new lists -----------------------------------------------------------------------
-    def add(self, xs: list, ys: list, alpha=1.0) -> list:
-        """A new list x + alpha·y."""
+    def add(self, xs: list, ys, alpha=1.0) -> list:
+        """A new list x + alpha·y (``ys`` a list), or x + ys (``ys`` a scalar, alpha unused)."""
         out = list(xs)
         self.add_(out, ys, alpha)
         return out

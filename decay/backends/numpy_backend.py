@@ -257,6 +257,8 @@ class NumpyBackend(Backend):
         return [np.empty_like(x) for x in xs]
 
     def add(self, xs, ys, alpha=1.0):
+        if not isinstance(ys, list):
+            return self._new_with(_add, xs, ys)
         out = self._new(ys)
         for o, x, y in zip(out, xs, ys):
             np.multiply(y, alpha, out=o)

@@ -51,11 +51,9 @@ class Adadelta(Rule):
         v, a = slots["square_avg"], slots["acc_delta"]
         ops.mul_(v, h.rho)
         ops.addcmul_(v, grads, grads, 1.0 - h.rho)
-        std = ops.clone(v)
-        ops.add_(std, h.eps)
+        std = ops.add(v, h.eps)  # new lists: one pass each, as torch's foreach Adadelta
         ops.sqrt_(std)
-        delta = ops.clone(a)
-        ops.add_(delta, h.eps)
+        delta = ops.add(a, h.eps)
         ops.sqrt_(delta)
         ops.div_(delta, std)
         ops.mul_(delta, grads)

@@ -45,6 +45,7 @@ IN_PLACE = {
 }
 NEW = {
     "add": (lambda o, x, y, z: o.add(x, y, alpha=2.5), lambda x, y, z: [a + 2.5 * b for a, b in zip(x, y)]),
+    "add scalar": (lambda o, x, y, z: o.add(x, 0.75), lambda x, y, z: [a + 0.75 for a in x]),
     "mul scalar": (lambda o, x, y, z: o.mul(x, -1.5), lambda x, y, z: [a * -1.5 for a in x]),
     "div list": (lambda o, x, y, z: o.div(x, z), lambda x, y, z: [a / c for a, c in zip(x, z)]),
     "div scalar": (lambda o, x, y, z: o.div(x, 4.0), lambda x, y, z: [a / 4.0 for a in x]),
