@@ -182,6 +182,12 @@ def partition(rule, groups: list, group_of, decayed, dtypes, steps=None, shapes=
 
 
 # -- 4. the update of one part: the one definition -----------------------------------------------
+class Scratch(list):
+    """Gradients the engine formed itself (g + λθ for a coupled decay): a rule's
+    :meth:`~decay.rules.Rule.direction` may write into them (Adamax's |g| in place, as
+    torch's does), where it must leave the caller's gradients as they are."""
+
+
 def _with_penalty(ops, plan: DecayPlan, params: list, grads: list) -> list:
     """g + ∇penalty(θ) for the plan's non-linear penalty (new tensors), or ``grads``."""
     if plan.penalty is None:
@@ -199,7 +205,7 @@ def apply_decay(ops, plan: DecayPlan, h: Hyper, params: list, grads: list, refer
     with ``plan.cautious`` the decoupled shrink is left to :func:`_cautious_step`."""
     grads = _with_penalty(ops, plan, params, grads)
     if plan.coupled:
-        grads = ops.add(grads, params, alpha=h.coupled)
+        grads = Scratch(ops.add(grads, params, alpha=h.coupled))
         if plan.toward and not plan.decoupled:  # λ is the coupled part: g + λ·(θ − θ₀)
             ops.add_(grads, reference, alpha=-h.weight_decay)
     if plan.decoupled and not plan.cautious and not plan.in_direction:
@@ -207,6 +213,17 @@ def apply_decay(ops, plan: DecayPlan, h: Hyper, params: list, grads: list, refer
         if plan.toward:  # θ·(1 − f) + f·θ₀ = θ − f·(θ − θ₀)
             ops.add_(params, reference, alpha=h.decay_factor)
     return grads
+
+
+def _numerator(ops, numerator) -> list:
+    """A direction's numerator as one list: given as terms ((x, c), ...), Σ c·x."""
+    if not isinstance(numerator, tuple):
+        return numerator
+    (x, c), *rest = numerator
+    out = ops.mul(x, c)
+    for y, d in rest:
+        ops.add_(out, y, alpha=d)
+    return out
 
 
 def _cautious_step(ops, plan: DecayPlan, h: Hyper, params: list, direction, reference) -> None:
@@ -217,7 +234,7 @@ def _cautious_step(ops, plan: DecayPlan, h: Hyper, params: list, direction, refe
     x ≥ 0 (0 included) and −1 where x < 0, so (that + 1)·d is 2·𝟙[x ≥ 0]·d exactly,
     and the factor ½ goes into the scalar."""
     if isinstance(direction, tuple):
-        direction = ops.div(direction[0], direction[1])
+        direction = ops.div(_numerator(ops, direction[0]), direction[1])
     d = params if reference is None else ops.add(params, reference, alpha=-1.0)
     mask = ops.sign_all(ops.mul(direction, d))
     ops.add_(mask, 0.5)
@@ -251,7 +268,12 @@ def update(rule, ops, part: Part, h: Hyper, params: list, grads: list, slots: di
     if plan.cautious and plan.decoupled:
         _cautious_step(ops, plan, h, params, direction, reference)
     elif isinstance(direction, tuple):  # u = numerator / denominator, divided in the step
-        ops.addcdiv_(params, direction[0], direction[1], -h.step_size)
+        numerator, denominator = direction
+        if isinstance(numerator, tuple):  # Σ c·x: one pass per term, no temporary (NAdam)
+            for x, c in numerator:
+                ops.addcdiv_(params, x, denominator, -h.step_size * c)
+        else:
+            ops.addcdiv_(params, numerator, denominator, -h.step_size)
     else:
         ops.add_(params, direction, alpha=-h.step_size)
 

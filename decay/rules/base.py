@@ -193,9 +193,13 @@ class Rule:
     def direction(self, ops, h, params: list, grads: list, slots: dict) -> list:
         """The rule's math, in the vocabulary of :mod:`decay.ops`: update ``slots`` in
         place and return u, the engine then steps θ ← θ − h.step_size·u. ``grads``
-        already hold the coupled decay; ``params`` are already decoupled-decayed.
+        already hold the coupled decay (then as an :class:`decay.engine.Scratch`, a list
+        the rule may write into; otherwise they are the caller's and must not be written);
+        ``params`` are already decoupled-decayed.
         u may be returned as a pair (numerator, denominator) of lists: the engine then
-        divides in the step itself (``addcdiv_``, one pass and one list fewer)."""
+        divides in the step itself (``addcdiv_``, one pass and one list fewer). The
+        numerator may be terms ``((x, c), ...)``, Σ c·x: one ``addcdiv_`` per term and no
+        list formed for the sum (NAdam's g and m, as torch's NAdam steps)."""
         raise NotImplementedError
 
     def direction_is_gradient(self, group: dict) -> bool:

@@ -114,8 +114,8 @@ class NAdam(Rule):
         mu = self._mu(group)
         product = self._products(mu, (beta1, group["momentum_decay"]), k)
         mu_k, mu_next = mu(k), mu(k + 1)
-        # θ ← θ − lr·(c_g·g + c_m·m)/d = θ − (lr·c_g)·(g + (c_m/c_g)·m)/d: one pass forms
-        # the numerator. c_g > 0 (μ_k ≤ β1 < 1); c_m is 0 when β1 is.
+        # θ ← θ − lr·(c_g·g + c_m·m)/d = θ − (lr·c_g)·(g + (c_m/c_g)·m)/d. c_g > 0
+        # (μ_k ≤ β1 < 1); c_m is 0 when β1 is.
         grad_weight = (1.0 - mu_k) / (1.0 - product)
         fields["step_size"] = fields["lr"] * grad_weight
         return NAdamHyper(
@@ -132,7 +132,9 @@ class NAdam(Rule):
         d = ops.sqrt_all(v)
         ops.div_(d, h.bias_correction2_sqrt)
         ops.add_(d, h.eps)
-        return ops.add(grads, m, alpha=h.momentum_ratio), d  # u = (g + (c_m/c_g)·m) / d
+        # u = (g + (c_m/c_g)·m) / d, as two terms: θ takes one addcdiv per term, as in
+        # torch's NAdam, and no numerator is formed (a temporary the size of the weights)
+        return ((grads, 1.0), (m, h.momentum_ratio)), d
 
 
 def nadam(
