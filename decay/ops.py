@@ -83,6 +83,10 @@ class Ops:
         """x ← √x."""
         xs[:] = [self.sqrt(x) for x in xs]
 
+    def abs_(self, xs: list) -> None:
+        """x ← |x|."""
+        xs[:] = self.abs_all(xs)
+
     def rsqrt_(self, xs: list) -> None:
         """x ← 1/√x."""
         xs[:] = [1.0 / self.sqrt(x) for x in xs]

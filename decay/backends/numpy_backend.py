@@ -239,6 +239,10 @@ class NumpyBackend(Backend):
         for x in xs:
             np.sqrt(x, out=x)
 
+    def abs_(self, xs):
+        for x in xs:
+            np.abs(x, out=x)
+
     def rsqrt_(self, xs):
         for x in xs:
             np.sqrt(x, out=x)

@@ -283,6 +283,9 @@ class TorchBackend(Backend):
     def sqrt_(self, xs):
         torch._foreach_sqrt_(xs)
 
+    def abs_(self, xs):
+        torch._foreach_abs_(xs)
+
     def rsqrt_(self, xs):
         torch._foreach_rsqrt_(xs)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine import Hyper
+from ..engine import Hyper, Scratch
 from ..validation import check_betas, check_flag, check_number
 from .base import Rule
 
@@ -57,7 +57,11 @@ class Adamax(Rule):
         m, u = slots["exp_avg"], slots["exp_inf"]
         ops.lerp_(m, grads, 1.0 - h.beta1)
         ops.mul_(u, h.beta2)
-        size = ops.abs_all(grads)
+        if isinstance(grads, Scratch):  # the engine's g + λθ (m has read it): |g| in place
+            ops.abs_(grads)
+            size = grads
+        else:
+            size = ops.abs_all(grads)
         if self.eps_inside_max:
             ops.add_(size, h.eps)
             ops.maximum_(u, size)

@@ -37,6 +37,7 @@ IN_PLACE = {
     "addcdiv_": (lambda o, x, y, z: o.addcdiv_(x, y, z, 0.6), lambda x, y, z: [a + 0.6 * b / c for a, b, c in zip(x, y, z)]),
     "maximum_": (lambda o, x, y, z: o.maximum_(x, y), lambda x, y, z: [np.maximum(a, b) for a, b in zip(x, y)]),
     "sqrt_": (lambda o, x, y, z: o.sqrt_(x), lambda x, y, z: [np.sqrt(a) for a in x]),
+    "abs_": (lambda o, x, y, z: o.abs_(x), lambda x, y, z: [np.abs(a) for a in x]),
     # x ≥ 1 and 1.4 cuts through it: both branches (Adafactor's floors)
     "clamp_min_ scalar": (lambda o, x, y, z: o.clamp_min_(x, 1.4), lambda x, y, z: [np.maximum(a, 1.4) for a in x]),
     "rsqrt_": (lambda o, x, y, z: o.rsqrt_(x), lambda x, y, z: [1.0 / np.sqrt(a) for a in x]),
