@@ -23,6 +23,7 @@ from .. import engine
 from ..backends import get_backend
 from ..engine import LOW_PRECISION
 from ..errors import DecayError
+from .._memory import check_disjoint
 from ..masks import resolve_mask
 from ..rules import Rule
 from ..rules._reference import pick_reference, reference_slots
@@ -341,6 +342,23 @@ class Optimizer(torch.optim.Optimizer):
                         "with this rule."
                     )
                 _check_loaded_entry(entry, p, shapes, index)
+        self._check_loaded_memory(groups, saved)
+
+    def _check_loaded_memory(self, groups, saved):
+        """torch keeps a loaded tensor as is when it has its parameter's dtype and device:
+        such a slot must not share memory with a parameter or another slot (the step
+        would write it twice), refused before anything is loaded, as rule.step refuses it."""
+        labels, tensors = [], []
+        for index, (group, mine) in enumerate(zip(groups, self.param_groups)):
+            for position, (saved_id, p) in enumerate(zip(group["params"], mine["params"])):
+                labels.append(f"parameter {position} of group {index}")
+                tensors.append(p)
+                for key, value in (saved.get(saved_id) or {}).items():
+                    if (key != "step" and isinstance(value, torch.Tensor) and value.dtype == p.dtype
+                            and value.device == p.device):
+                        labels.append(f"the loaded state {key!r} of parameter {position} of group {index}")
+                        tensors.append(value)
+        check_disjoint(self._backend, labels, tensors)
 
     def _restore_float32_slots(self, state_dict):
         """torch casts loaded state to each parameter's dtype; decay keeps the slots of

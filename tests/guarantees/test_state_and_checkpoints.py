@@ -189,6 +189,27 @@ def test_load_state_dict_of_another_optimizer_is_refused_at_load():
     assert_torch_state_unchanged(before, opt)
 
 
+def test_load_state_dict_with_a_slot_sharing_a_parameters_memory_is_refused_at_load():
+    # torch keeps a loaded tensor of the parameter's dtype and device as is: a momentum
+    # buffer that is a view of a parameter would be written twice by every step.
+    p = torch.ones(4, dtype=torch.float64, requires_grad=True)
+    q = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    opt = decay.torch.Optimizer([p, q], decay.sgd(0.1, momentum=0.9))
+    p.grad, q.grad = torch.ones(4, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    opt.step()
+    before = torch_state_snapshot(opt)
+    saved = opt.state_dict()
+    for buffer, why in ((p.detach(), "the parameter itself"), (p.detach().clone(), None)):
+        state = {0: {**saved["state"][0], "momentum_buffer": buffer}, 1: dict(saved["state"][1])}
+        if why is None:  # a copy: its own memory, accepted
+            opt.load_state_dict({**saved, "state": state})
+            assert torch.equal(opt.state[p]["momentum_buffer"], buffer)
+            continue
+        with pytest.raises(decay.DecayError, match=r"parameter 0 of group 0 and the loaded state 'momentum_buffer'"):
+            opt.load_state_dict({**saved, "state": state})
+        assert_torch_state_unchanged(before, opt)
+
+
 def test_torch_adams_own_state_loads_and_continues_as_torch():
     """torch.optim.Adam's state (its step a float tensor) is what decay.adam keeps."""
     start = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
