@@ -334,7 +334,7 @@ class Rule:
         if skipped:
             return params, state._replace(skipped=state.skipped + 1)
         slots = {s: tuple(col) for s, col in columns.items()}
-        self._trust(flat, slots)
+        self._trust(self._returned(flat, out), slots)
         return unflatten(flat, out, params), RuleState(t + 1, slots, state.skipped, state.names, state.rule)
 
     # -- per-step checks, done once per structure ----------------------------------------
@@ -366,6 +366,18 @@ class Rule:
             self._step_cache = (list(flat.leaves), flat, backend, layouts, layout, parts,
                                 backend.structure_key(flat.leaves))
         return flat, backend, layouts, layout, parts
+
+    def _returned(self, flat, out):
+        """``flat`` with the leaves this step returned. With immutable tensors (JAX) they
+        are new arrays of the same shapes, dtypes and placement, the very ones a training
+        loop passes next: the checks done for ``flat`` carry over to them, found again by
+        identity."""
+        cache = self._step_cache
+        if cache is None or cache[1] is not flat or all(map(operator.is_, out, cache[0])):
+            return flat  # (written in place: the same tensors come back)
+        returned = flat._replace(leaves=list(out))
+        self._step_cache = (list(out), returned, *cache[2:])
+        return returned
 
     def _same_structure(self, params, cache):
         """The cached checks for new arrays of the very structure of the last step's (JAX:
