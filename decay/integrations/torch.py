@@ -198,11 +198,11 @@ class Optimizer(torch.optim.Optimizer):
             return loss
         steps = [s["step"] for s in states]
         uniform = steps.count(steps[0]) == len(steps)
-        names = sorted({n for h in hypers for n in self.rule.state_slot_names(h)})
+        parts, names, sharded = self._plan(params, hypers, group_of, decayed)
+        parts = parts if uniform else None
         columns = {n: [s.get(n) for s in states] for n in names}
-        parts = self._parts(params, hypers, group_of, decayed) if uniform else None
         run_params, run_grads, run_columns = params, grads, columns
-        shards = _local_shards(params, grads, columns)
+        shards = _local_shards(params, grads, columns) if sharded else None
         if shards is not None:
             run_params, run_grads, run_columns = shards
             if self.rule.on_nonfinite != "apply" and not _finite_on_every_rank(run_grads):
@@ -234,16 +234,20 @@ class Optimizer(torch.optim.Optimizer):
             self.state[p] = state
         return loss
 
-    def _parts(self, params, hypers, group_of, decayed):
-        """The engine's partition of these parameters, remembered while the same
-        parameters (with grads) and the same validated groups come back."""
+    def _plan(self, params, hypers, group_of, decayed):
+        """(the engine's partition of these parameters, the slot names, whether any is a
+        DTensor), remembered while the same parameters (with grads) and the same
+        validated groups come back: per step this costs one pass of ids."""
         key = (tuple(map(id, params)), tuple(map(id, hypers)))
         cached = self._parts_cache
         if cached is None or cached[0] != key:
             dtypes = [self._backend.dtype_name(p) for p in params]
             shapes = [tuple(p.shape) for p in params]
-            cached = self._parts_cache = (key, engine.partition(self.rule, hypers, group_of, decayed, dtypes,
-                                                                shapes=shapes)[0])
+            parts = engine.partition(self.rule, hypers, group_of, decayed, dtypes, shapes=shapes)[0]
+            names = sorted({n for h in hypers for n in self.rule.state_slot_names(h)})
+            dtensor = _dtensor_type()
+            sharded = dtensor is not None and any(map(isinstance, params, itertools.repeat(dtensor)))
+            cached = self._parts_cache = (key, (parts, names, sharded))
         return cached[1]
 
     def _states_for(self, params, hypers, group_of) -> tuple:
