@@ -22,7 +22,8 @@ from .. import rules as _rules
 from ..errors import DecayError
 from ..tolerances import relative_error, rtol
 from . import datasets, monitor, native, preflight
-from .models import MLP, LinearRegression, LogisticRegression, fit
+from .models import MLP, LinearRegression, LogisticRegression
+from .training import fit
 
 MODELS = ("mlp", "linear", "logistic")
 #: The classic optimizers, each with its factory's (PyTorch's) defaults but the lr.
