@@ -30,6 +30,7 @@ from ..validation import check_updatable, dense_grads
 from ._torch_sharded import _as_dtensor, _check_sharding, _dtensor_type, _finite_on_every_rank, _local_shards
 
 _IS_SPARSE = operator.attrgetter("is_sparse")
+_IS_CONTIGUOUS = torch.Tensor.is_contiguous
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -172,13 +173,17 @@ class Optimizer(torch.optim.Optimizer):
     def _step(self, loss):
         params, grads, group_of, decayed, hypers = [], [], [], [], []
         for group in self.param_groups:
-            chosen = [p for p in group["params"] if p.grad is not None]
+            chosen = group["params"]
+            grads_now = [p.grad for p in chosen]
+            if any(map(operator.is_, grads_now, itertools.repeat(None))):
+                chosen = [p for p, g in zip(chosen, grads_now) if g is not None]
+                grads_now = [g for g in grads_now if g is not None]
             if not chosen:
                 continue
             hyper = self._checked(group)
             # torch checked each .grad's shape, dtype and device when it was assigned.
-            grads_now = [p.grad for p in chosen]
-            if any(map(_IS_SPARSE, grads_now)):  # SGD, Adagrad take them (made dense), as torch.optim's
+            if not _all_contiguous(grads_now) and any(map(_IS_SPARSE, grads_now)):
+                # SGD, Adagrad take them (made dense), as torch.optim's
                 grads_now = dense_grads(self.rule, self._backend, [f"param {len(params) + i}" for i in range(len(chosen))],
                                         grads_now, self.rule.decay_acts([hyper], [0] * len(chosen),
                                                                         self._decayed(group, chosen)))
@@ -376,6 +381,16 @@ class Optimizer(torch.optim.Optimizer):
             for key, value in state_dict["state"].get(saved_id, {}).items():
                 if key != "step" and isinstance(value, torch.Tensor) and value.is_floating_point():
                     self.state[p][key] = value.to(dtype=torch.float32, device=p.device, copy=True)
+
+
+def _all_contiguous(tensors) -> bool:
+    """Whether every tensor is dense and contiguous: the usual gradients, told in one
+    pass cheaper than reading ``is_sparse`` (a sparse COO tensor is not contiguous; other
+    sparse layouts have no contiguity and raise)."""
+    try:
+        return all(map(_IS_CONTIGUOUS, tensors))
+    except RuntimeError:
+        return False
 
 
 def _as_step(step):
