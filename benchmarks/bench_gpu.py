@@ -125,21 +125,11 @@ def numbers(args):
     return 1 if failures else 0
 
 
-CLASSIC = {  # name: (decay rule, torch.optim class and kwargs, whether torch has fused=True)
-    "rmsprop": (lambda: decay.rmsprop(1e-3, momentum=0.9, weight_decay=1e-4),
-                ("RMSprop", dict(lr=1e-3, momentum=0.9, weight_decay=1e-4)), False),
-    "adagrad": (lambda: decay.adagrad(1e-2, weight_decay=1e-4), ("Adagrad", dict(lr=1e-2, weight_decay=1e-4)), True),
-    "adadelta": (lambda: decay.adadelta(1.0, weight_decay=1e-4), ("Adadelta", dict(lr=1.0, weight_decay=1e-4)), False),
-    "adamax": (lambda: decay.adamax(2e-3, weight_decay=1e-4), ("Adamax", dict(lr=2e-3, weight_decay=1e-4)), False),
-    "nadam": (lambda: decay.nadam(2e-3, weight_decay=1e-4, decoupled=True),
-              ("NAdam", dict(lr=2e-3, weight_decay=1e-4, decoupled_weight_decay=True)), False),
-    "radam": (lambda: decay.radam(1e-3, weight_decay=1e-4, decoupled=True),
-              ("RAdam", dict(lr=1e-3, weight_decay=1e-4, decoupled_weight_decay=True)), False),
-}
 
 
 def speed(args):
     import torch
+    import bench_classic
     import bench_modern
 
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
@@ -204,7 +194,7 @@ def speed(args):
     plan = []
     for layout in args.layouts:
         count, size = LAYOUTS[layout]
-        for name, (make_rule, (cls_name, kwargs), has_fused) in CLASSIC.items():
+        for name, (make_rule, (cls_name, kwargs), has_fused, _, _) in bench_classic.CASES.items():
             plan.append((layout, name, make_rule, [(size,)] * count, torch_optim(cls_name, kwargs, has_fused)))
         plan.append((layout, "lion", lambda: decay.lion(1e-3, weight_decay=0.1), [(size,)] * count, lion))
         plan.append((layout, "lamb", lambda: decay.lamb(1e-3, weight_decay=0.1), [(size,)] * count, lamb))

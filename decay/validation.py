@@ -207,10 +207,12 @@ def dense_grads(rule, backend, names, grads, decay_acts=None) -> list:
     return [backend.to_dense(g) if backend.is_sparse(g) else g for g in grads]
 
 
-def check_betas(hyper: dict) -> dict:
-    """``hyper["betas"]`` validated as a pair in [0, 1) (Adam-family rules)."""
+def check_betas_and_eps(hyper: dict) -> dict:
+    """``hyper["betas"]`` validated as a pair in [0, 1) and ``hyper["eps"]`` as a number
+    ≥ 0 (the Adam-family rules' shared hyperparameters)."""
     betas = hyper["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise DecayError(f"`betas` must be a pair (beta1, beta2). Received: betas={betas!r}.")
     hyper["betas"] = (check_number("betas[0]", betas[0], below=1.0), check_number("betas[1]", betas[1], below=1.0))
+    hyper["eps"] = check_number("eps", hyper["eps"])
     return hyper

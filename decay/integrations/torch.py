@@ -170,7 +170,10 @@ class Optimizer(torch.optim.Optimizer):
         with self._backend.no_grad():  # cheaper than torch.no_grad()'s decorator, per step
             return self._step(loss)
 
-    def _step(self, loss):
+    def _with_grads(self):
+        """(params, grads, group_of, decayed, hypers) over every group: the parameters
+        that have a gradient, their gradients (sparse ones made dense where the rule
+        takes them), each one's group index and decay, and each group's hyperparameters."""
         params, grads, group_of, decayed, hypers = [], [], [], [], []
         for group in self.param_groups:
             chosen = group["params"]
@@ -192,6 +195,10 @@ class Optimizer(torch.optim.Optimizer):
             decayed.extend(self._decayed(group, chosen))
             params.extend(chosen)
             grads.extend(grads_now)
+        return params, grads, group_of, decayed, hypers
+
+    def _step(self, loss):
+        params, grads, group_of, decayed, hypers = self._with_grads()
         if not params:
             return loss
         _check_sharding(self.rule, params)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..engine import FusedCall, Hyper
 from ..errors import DecayError
-from ..validation import check_betas, check_flag, check_number
+from ..validation import check_betas_and_eps, check_flag
 from .base import Rule
 
 
@@ -51,9 +51,7 @@ class Adam(Rule):
         self._kwargs.update(amsgrad=self.amsgrad, epsilon_hat=self.epsilon_hat)
 
     def check_group(self, hyper):
-        hyper = check_betas(super().check_group(hyper))
-        hyper["eps"] = check_number("eps", hyper["eps"])
-        return hyper
+        return check_betas_and_eps(super().check_group(hyper))
 
     def coefficients(self, group, t):
         fields = self.common_fields(group, t)

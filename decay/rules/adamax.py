@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..engine import Hyper, Scratch
-from ..validation import check_betas, check_flag, check_number
+from ..validation import check_betas_and_eps, check_flag
 from .base import Rule
 
 
@@ -40,9 +40,7 @@ class Adamax(Rule):
         self._kwargs.update(eps_inside_max=self.eps_inside_max)
 
     def check_group(self, hyper):
-        hyper = check_betas(super().check_group(hyper))
-        hyper["eps"] = check_number("eps", hyper["eps"])
-        return hyper
+        return check_betas_and_eps(super().check_group(hyper))
 
     def coefficients(self, group, t):
         fields = self.common_fields(group, t)

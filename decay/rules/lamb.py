@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..engine import Hyper
 from ..errors import DecayError
-from ..validation import check_betas, check_choice, check_flag, check_number
+from ..validation import check_betas_and_eps, check_choice, check_flag
 from .base import Rule
 
 #: convention -> (ε, weight decay inside the trust ratio)
@@ -65,9 +65,7 @@ class Lamb(Rule):
             )
 
     def check_group(self, hyper):
-        hyper = check_betas(super().check_group(hyper))
-        hyper["eps"] = check_number("eps", hyper["eps"])
-        return hyper
+        return check_betas_and_eps(super().check_group(hyper))
 
     def decay_plan(self, group, decayed):
         plan = super().decay_plan(group, decayed)

@@ -336,7 +336,6 @@ def muon(
         decoupled=decoupled, regularizer=regularizer, nesterov=nesterov, momentum_form=d["momentum_form"],
         ns_coefficients=ns_coefficients, ns_steps=ns_steps, eps=d["eps"] if eps is None else eps,
         eps_clamps=d["eps_clamps"], adjust_lr=d["adjust_lr"] if adjust_lr is None else adjust_lr,
-        rms_rate=rms_rate, convention=convention, ns_dtype=ns_dtype, decay_scaled_by=decay_scaled_by, mask=mask, groups=groups,
-        on_nonfinite=on_nonfinite,
-        cautious_decay=cautious_decay, lr_max=lr_max, decay_toward=decay_toward,
+        rms_rate=rms_rate, convention=convention, ns_dtype=ns_dtype, decay_scaled_by=decay_scaled_by, mask=mask,
+        groups=groups, on_nonfinite=on_nonfinite, cautious_decay=cautious_decay, lr_max=lr_max, decay_toward=decay_toward,
     )

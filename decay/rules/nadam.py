@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..engine import Hyper
 from ..errors import DecayError
-from ..validation import check_betas, check_choice, check_number
+from ..validation import check_betas_and_eps, check_choice, check_number
 from .adam import adam_moments
 from .base import Rule
 
@@ -88,8 +88,7 @@ class NAdam(Rule):
         self._products = _Products()
 
     def check_group(self, hyper):
-        hyper = check_betas(super().check_group(hyper))
-        hyper["eps"] = check_number("eps", hyper["eps"])
+        hyper = check_betas_and_eps(super().check_group(hyper))
         psi = hyper["momentum_decay"]
         if psi is None:
             psi = 1.0 if self.momentum_schedule == "keras" else 4e-3

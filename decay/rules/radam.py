@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..engine import Hyper
-from ..validation import check_betas, check_number
+from ..validation import check_betas_and_eps
 from .adam import adam_moments
 from .base import Rule
 
@@ -41,9 +41,7 @@ class RAdam(Rule):
     Hyper = RAdamHyper
 
     def check_group(self, hyper):
-        hyper = check_betas(super().check_group(hyper))
-        hyper["eps"] = check_number("eps", hyper["eps"])
-        return hyper
+        return check_betas_and_eps(super().check_group(hyper))
 
     def coefficients(self, group, t):
         fields = self.common_fields(group, t)
