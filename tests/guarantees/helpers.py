@@ -30,6 +30,18 @@ def torch_optimizer(name, params):
     return getattr(torch.optim, kwargs.pop("cls"))(params, **kwargs)
 
 
+def torch_optim_run(name, start, grads):
+    """torch.optim's parameters (the reference) after ``grads`` from ``start``, laid out plainly."""
+    import torch
+
+    p = torch.tensor(start, requires_grad=True)
+    opt = torch_optimizer(name, [p])
+    for g in grads:
+        p.grad = torch.tensor(g)
+        opt.step()
+    return p.detach().numpy()
+
+
 def to_numpy(x):
     if x is None:
         return None

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import decay
 from decay.tolerances import assert_close
-from guarantees.helpers import RULES, torch_optimizer
+from guarantees.helpers import RULES, torch_optim_run, torch_optimizer
 
 torch = pytest.importorskip("torch", reason="torch not installed: these tests compare with torch.optim")
 
@@ -37,15 +37,6 @@ def _lay_out(backend, values, layout):
         wide[:, ::2] = values
         return wide[:, ::2] if backend == "numpy" else torch.from_numpy(wide)[:, ::2]
     return values.copy() if backend == "numpy" else torch.from_numpy(values.copy())
-
-
-def _expected(rule_name, start, grads):
-    p = torch.tensor(start, requires_grad=True)
-    opt = torch_optimizer(rule_name, [p])
-    for g in grads:
-        p.grad = torch.tensor(g)
-        opt.step()
-    return p.detach().numpy()
 
 
 @SETTINGS
@@ -77,7 +68,7 @@ def test_any_layout_gives_torch_optims_numbers(rule_name, backend, shape, param_
             grad = _lay_out(backend, g, grad_layout)
         p, state = rule.step(p, grad, state)
     out = np.asarray(p) if backend == "numpy" else p.numpy()
-    assert_close(out, _expected(rule_name, start, seen), "float64", STEPS)
+    assert_close(out, torch_optim_run(rule_name, start, seen), "float64", STEPS)
 
 
 BUFFER = 48

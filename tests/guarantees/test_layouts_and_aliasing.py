@@ -14,7 +14,7 @@ import pytest
 
 import decay
 from decay.tolerances import assert_close
-from guarantees.helpers import RULES, assert_unchanged, snapshot, torch_optimizer
+from guarantees.helpers import RULES, assert_unchanged, snapshot, torch_optim_run, torch_optimizer
 
 torch = pytest.importorskip("torch", reason="torch not installed: these tests compare with torch.optim")
 
@@ -22,16 +22,6 @@ STEPS = 3
 RNG = np.random.default_rng(13)
 START = RNG.normal(size=(2, 3, 4, 5))
 GRADS = RNG.normal(size=(STEPS, 2, 3, 4, 5))
-
-
-def _reference(rule_name, start, grads):
-    """torch.optim's parameters after each gradient, the values laid out plainly."""
-    p = torch.tensor(start, requires_grad=True)
-    opt = torch_optimizer(rule_name, [p])
-    for g in grads:
-        p.grad = torch.tensor(g)
-        opt.step()
-    return p.detach().numpy()
 
 
 # Each layout: (param values -> torch tensor laid out so, grad values -> torch tensor).
@@ -65,7 +55,7 @@ def test_torch_layouts_give_torch_optims_numbers(rule_name, layout):
     issue names: a transposed gradient through SGD's fused kernel."""
     make_param, make_grad = LAYOUTS[layout]
     grads = GRADS if layout != "expanded-grad" else np.broadcast_to(GRADS[:, :1], GRADS.shape)
-    want = _reference(rule_name, START, grads)
+    want = torch_optim_run(rule_name, START, grads)
     for path in ("fast", "plain", "optimizer"):
         p = make_param(START)
         rule = RULES[rule_name][0]()
@@ -125,7 +115,7 @@ def test_numpy_layouts_read_only_and_matrix_give_torch_optims_numbers():
     """Read-only arrays come back new (the original untouched); np.matrix and transposed
     arrays are updated by index, as torch.optim updates the same values."""
     start, grads = START[0, 0], GRADS[:, 0, 0]  # 4x5
-    want = _reference("adam", start, grads)
+    want = torch_optim_run("adam", start, grads)
     for kind in ("read-only", "matrix", "transposed"):
         if kind == "read-only":
             p = start.copy()
@@ -172,7 +162,7 @@ def test_gradient_that_is_the_parameter_or_a_view_of_it(backend, rule_name):
         if backend == "tensorflow" and kind == "view":
             continue  # a tf.Variable has no views
         p = _fresh(backend, start)
-        want = _reference(rule_name, start, [start])
+        want = torch_optim_run(rule_name, start, [start])
         grad = p if kind == "itself" else (p[:] if backend == "numpy" else p.detach())
         rule = RULES[rule_name][0]()
         out, _ = rule.step(p, grad, rule.init(p))
