@@ -87,6 +87,10 @@ class Ops:
         """x ← |x|."""
         xs[:] = self.abs_all(xs)
 
+    def sign_(self, xs: list) -> None:
+        """x ← sign(x) (0 at 0)."""
+        xs[:] = self.sign_all(xs)
+
     def rsqrt_(self, xs: list) -> None:
         """x ← 1/√x."""
         xs[:] = [1.0 / self.sqrt(x) for x in xs]

@@ -243,6 +243,10 @@ class NumpyBackend(Backend):
         for x in xs:
             np.abs(x, out=x)
 
+    def sign_(self, xs):
+        for x in xs:
+            np.sign(x, out=x)
+
     def rsqrt_(self, xs):
         for x in xs:
             np.sqrt(x, out=x)

@@ -286,6 +286,9 @@ class TorchBackend(Backend):
     def abs_(self, xs):
         torch._foreach_abs_(xs)
 
+    def sign_(self, xs):
+        torch._foreach_sign_(xs)
+
     def rsqrt_(self, xs):
         torch._foreach_rsqrt_(xs)
 

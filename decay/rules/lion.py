@@ -64,10 +64,10 @@ class Lion(Rule):
         m = slots["exp_avg"]
         c = ops.mul(m, h.beta1)  # β1·m + (1 − β1)·g, in Keras's and optax's order
         ops.add_(c, grads, alpha=1.0 - h.beta1)
-        u = ops.sign_all(c)
+        ops.sign_(c)  # in place: a second fresh list the size of the weights costs its page faults
         ops.mul_(m, h.beta2)
         ops.add_(m, grads, alpha=1.0 - h.beta2)
-        return u
+        return c
 
 
 def lion(

@@ -126,6 +126,19 @@ def test_matrix_operations(native, dtype, name):
         assert_close(got, expected, dtype, what=f"{name}: an argument it must not write")
 
 
+def test_sign_in_place_has_both_signs_and_zero(native, dtype):
+    """sign_ on y − x (both signs) and on zeros; X alone is positive, so the table's
+    in-place check would see only +1."""
+    x, y, _ = _lists(native, dtype)
+    xs, ys, _ = _inputs(dtype)
+    d = native.backend.add(y, x, alpha=-1.0) + [native.grad(np.zeros((2,)), dtype)]
+    assert native.backend.sign_(d) is None
+    want = [np.sign(b - a) for a, b in zip(xs, ys)] + [np.zeros(2)]
+    assert {v for w in want for v in np.ravel(w)} == {-1.0, 0.0, 1.0}
+    for got, expected in zip(_numpy(native, d), want):
+        assert np.array_equal(got, expected)
+
+
 def test_safe_ratio_is_the_default_at_zero(native, dtype):
     zero, two = native.grad(np.zeros(()), dtype), native.grad(np.full((), 2.0), dtype)
     got = _numpy(native, native.backend.safe_ratio_all([zero, two, two], [two, zero, two], 1.0))
