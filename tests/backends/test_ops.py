@@ -181,6 +181,26 @@ def test_means_over_one_axis_and_broadcasting(native, dtype):
         assert_close(got, expected, dtype, what="mean_all: an argument it must not write")
 
 
+# Large enough for TensorFlow's matrix–vector sums (16 rows of 1,024 and more), with and
+# without a remainder past the last full row.
+LARGE = [RNG.normal(size=(130, 200)), RNG.normal(size=(64, 512)), RNG.normal(size=20_000)]
+
+
+def test_norms_and_row_means_of_large_tensors(native, dtype):
+    o = native.backend
+    xs = [native.grad(a, dtype) for a in LARGE]
+    x64 = [np.asarray(a, dtype=dtype).astype(np.float64) for a in LARGE]
+    # A sum of ~30k terms, blocked by every backend: its rounding grows as √n ulp, not n.
+    steps = 64
+    for got, a in zip(_numpy(native, o.norm_all(xs)), x64):
+        assert_close(got, np.sqrt(np.sum(a * a)), dtype, steps=steps, what="norm_all of a large tensor")
+    for axes in ([1, -1, None], [0, 0, 0]):
+        for got, a, ax in zip(_numpy(native, o.mean_squares_all(xs, axes)), x64, axes):
+            want = np.asarray(np.mean(a * a)) if ax is None else np.mean(a * a, axis=ax, keepdims=True)
+            assert got.shape == want.shape
+            assert_close(got, want, dtype, steps=steps, what=f"mean_squares_all {axes} of a large tensor")
+
+
 def test_zeros_of_another_shape(native, dtype):
     like = native.param(np.ones((3, 4)), dtype)
     zero = native.backend.zeros((3, 1), like)
