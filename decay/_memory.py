@@ -113,11 +113,12 @@ def check_disjoint(backend, labels, tensors, allowed=None, ranges=False) -> bool
     return True
 
 
-def check_step_inputs(backend, names, params, given, grads, cache=None):
+def check_step_inputs(backend, names, params, given, grads, cache=None, grads_fit=False):
     """The per-step check of one step's parameters and gradients (see the module's
     docstring for what is accepted): ``given`` as the caller passed them, ``grads`` as
     the backend reads them (:meth:`Backend.read_all`). ``cache``: a dict the caller
-    keeps between steps (:meth:`Backend.step_spans`). Returns, per gradient, whether it
+    keeps between steps (:meth:`Backend.step_spans`); ``grads_fit``: the backend's
+    :meth:`Backend.grads_fit` verdict on ``grads``, where the caller has it. Returns, per gradient, whether it
     is its own parameter's memory (the engine then reads it as the value it had), or
     None where the backend has no memory ranges (immutable tensors)."""
     n = len(params)
@@ -141,7 +142,7 @@ def check_step_inputs(backend, names, params, given, grads, cache=None):
     # parameters; gradients from torch's caching allocator): the last verdict holds
     # while every pointer the check reads is the same (the entry holds the parameters,
     # so that their ids stay theirs).
-    key = None if cache is None else backend.step_key(params, grads)
+    key = None if cache is None else backend.step_key(params, grads, grads_fit)
     if key is not None:
         passed = cache.get("passed")
         if (passed is not None and passed[0] == key and len(passed[2]) == n

@@ -288,11 +288,11 @@ def _kernel_plan(plan: DecayPlan):
     return DecayPlan() if plan.toward else plan
 
 
-def _run_part(rule, backend, part: Part, h: Hyper, t, params, grads, slots, fast) -> None:
+def _run_part(rule, backend, part: Part, h: Hyper, t, params, grads, slots, fast, fit=False) -> None:
     kernel_plan = _kernel_plan(part.plan) if fast and backend.has_fused and part.compute is None else None
     if kernel_plan is not None:
         call = rule.fused(h, kernel_plan, t)
-        ready = None if call is None else backend.fused_ready(params, grads, slots)
+        ready = None if call is None else backend.fused_ready(params, grads, slots, fit)
         if ready is not None:
             if kernel_plan is not part.plan:
                 grads = apply_decay(backend, part.plan, h, params, grads, slots[REFERENCE_SLOT])
@@ -313,8 +313,10 @@ def _run_part(rule, backend, part: Part, h: Hyper, t, params, grads, slots, fast
         run(params, grads, slots)
 
 
-def _body(rule, backend, parts, hypers, steps, params: list, grads: list, columns: dict, fast: bool) -> None:
-    """Every part's update, writing into ``params`` and ``columns`` (lists)."""
+def _body(rule, backend, parts, hypers, steps, params: list, grads: list, columns: dict, fast: bool,
+          fit=False) -> None:
+    """Every part's update, writing into ``params`` and ``columns`` (lists). ``fit``: the
+    backend's :meth:`~decay.backends.base.Backend.grads_fit` verdict on ``grads``."""
     for part in parts:
         h = hypers[part.hyper]
         t = steps if isinstance(steps, int) else steps[part.hyper][1]
@@ -329,7 +331,7 @@ def _body(rule, backend, parts, hypers, steps, params: list, grads: list, column
             dtypes = [backend.dtype_name(x) for x in p]
             p = [backend.cast(x, part.compute) for x in p]
             g = [backend.cast(x, part.compute) for x in g]
-        _run_part(rule, backend, part, h, t, p, g, s, fast)
+        _run_part(rule, backend, part, h, t, p, g, s, fast, fit)
         if dtypes is not None:
             p = [backend.cast(x, dtype) for x, dtype in zip(p, dtypes)]
         if index is None:
@@ -344,11 +346,12 @@ def _body(rule, backend, parts, hypers, steps, params: list, grads: list, column
 
 # -- 5. run and write ------------------------------------------------------------------------------
 def run(rule, backend, parts, hypers, params, grads, columns: dict, *, steps=0, fast=True, owner=None,
-        aliased=None):
+        aliased=None, grads_fit=False):
     """Run the step for ``parts`` and write the parameters. Returns (params, columns):
     the parameters as :meth:`Backend.write` gives them back (the same objects where
     they are mutable) and the slot lists, updated or with new tensors. ``aliased``: per
-    gradient, whether it is its parameter's memory, where the memory check found it."""
+    gradient, whether it is its parameter's memory, where the memory check found it;
+    ``grads_fit``: see :func:`step`."""
     rule.check_leaves(backend, params)  # the rule's own preconditions, before any write
     columns = {name: list(col) for name, col in columns.items()}
     if fast and backend.compiles and owner is not None:
@@ -367,22 +370,25 @@ def run(rule, backend, parts, hypers, params, grads, columns: dict, *, steps=0, 
         # p.detach()) would change under the in-place update before it is read: it is
         # read as the value it had, on every backend and path.
         grads = [backend.clone([g])[0] if s else g for g, s in zip(grads, shared)]
-    _body(rule, backend, parts, hypers, steps, work, grads, columns, fast)
+    _body(rule, backend, parts, hypers, steps, work, grads, columns, fast, grads_fit)
     if all(map(operator.is_, work, params)):  # all written in place
         return list(params), columns
     return [p if w is p else backend.write(p, w) for p, w in zip(params, work)], columns
 
 
 def step(rule, backend, params, grads, columns, *, groups, group_of, decayed, steps, names, parts=None,
-         fast=True, owner=None):
+         fast=True, owner=None, grads_fit=False):
     """The whole sequence for an eager caller. ``steps`` is the step count of every leaf
-    (an int) or one per leaf (a list). Returns (skipped, params, columns); nothing is
-    written when the step is skipped or any check fails."""
+    (an int) or one per leaf (a list). ``grads_fit``: True where the caller has found
+    the gradients fit the parameters by :meth:`Backend.grads_fit
+    <decay.backends.base.Backend.grads_fit>` (the backend's per-step checks then skip
+    what it verified). Returns (skipped, params, columns); nothing is written when the
+    step is skipped or any check fails."""
     t0 = steps if isinstance(steps, int) else min(steps)
     with backend.no_grad():
         given, grads = grads, backend.read_all(grads)
         aliased = check_step_inputs(backend, names, params, given, grads,
-                                    None if owner is None else owner.__dict__.setdefault("_memory_cache", {}))
+                                    None if owner is None else owner.__dict__.setdefault("_memory_cache", {}), grads_fit)
         if skips_nonfinite(rule.on_nonfinite, backend, names, grads, t0):
             return True, params, columns
         if parts is None or not isinstance(steps, int):
@@ -392,5 +398,5 @@ def step(rule, backend, params, grads, columns, *, groups, group_of, decayed, st
             steps = steps if isinstance(steps, int) else pairs
         hypers = coefficients(rule, groups, steps)
         out, columns = run(rule, backend, parts, hypers, params, grads, columns, steps=steps, fast=fast, owner=owner,
-                           aliased=aliased)
+                           aliased=aliased, grads_fit=grads_fit)
     return False, out, columns

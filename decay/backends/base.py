@@ -142,10 +142,12 @@ class Backend(Ops):
         blocks); the result must be the same."""
         fn(params, grads, slots)
 
-    def fused_ready(self, params, grads, slots):
+    def fused_ready(self, params, grads, slots, grads_fit=False):
         """Whether a declared kernel may run on these lists (dtypes, devices, memory
         layouts it reads correctly): an opaque plan for :meth:`run_fused`, or None,
-        which makes the engine run the rule's definition."""
+        which makes the engine run the rule's definition. ``grads_fit``: this
+        adapter's :meth:`grads_fit` verdict on ``grads`` (what it verified need not be
+        read again)."""
         return None
 
     def run_fused(self, call, ready, params, grads, slots) -> None:
@@ -193,6 +195,14 @@ class Backend(Ops):
                 known.add(tp)
         return [(self.shape(x), self.dtype_name(x), self.device_key(x)) for x in xs]
 
+    def grads_fit(self, grads, layouts) -> bool:
+        """Whether ``grads`` have exactly ``layouts`` (the parameters' :meth:`layouts`,
+        computed once), told in one go: ``Rule.step`` then skips the per-tensor checks,
+        and passes the verdict on to the engine. An adapter may require more (torch:
+        dense, contiguous gradients, which its fused kernels and memory check then need
+        not read again); False sends the caller to the per-tensor checks."""
+        return layouts is not None and self.layouts(grads) == layouts
+
     def overlaps_itself(self, x) -> bool:
         """Whether two elements of ``x`` share one memory location (an expanded,
         stride-0 view): an in-place update of it has no meaning. Immutable tensors never do."""
@@ -212,9 +222,10 @@ class Backend(Ops):
         it read of the same parameters last step."""
         return self.memory_spans(list(params) + list(grads))
 
-    def step_key(self, params, grads):
+    def step_key(self, params, grads, grads_fit=False):
         """A hashable record of everything :meth:`step_spans` reads of one step's
-        tensors, or None: while it repeats, the memory check's last verdict stands."""
+        tensors, or None: while it repeats, the memory check's last verdict stands.
+        ``grads_fit`` as in :meth:`fused_ready`."""
         return None
 
     def memory_layout(self, x):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import operator
 import threading
 import weakref
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,21 +24,34 @@ _NORM_DTYPES = frozenset((torch.float32, torch.float64))
 _NORM_PIECE = 1 << 18
 _NORM_DEVICE = operator.attrgetter("device")
 _NORM_IS_CPU = operator.attrgetter("is_cpu")
+_IS_CUDA = operator.attrgetter("is_cuda")
+_GET_DEVICE = torch.Tensor.get_device
 _NORM_DTYPE = operator.attrgetter("dtype")
 _NORM_NEEDS_GRAD = operator.attrgetter("requires_grad")
 _NORM_NUMEL = torch.Tensor.numel
 
 _LAYOUT = operator.attrgetter("shape", "dtype", "layout", "device")
+_SHAPE = operator.attrgetter("shape")
 _DTYPE_DEVICE = operator.attrgetter("dtype", "device")
 _DTYPE = operator.attrgetter("dtype")
 _DEVICE = operator.attrgetter("device")
 _IS_CPU = operator.attrgetter("is_cpu")
+_IS_CUDA = operator.attrgetter("is_cuda")
+_GET_DEVICE = torch.Tensor.get_device
 _IS_CONTIGUOUS = torch.Tensor.is_contiguous
 _DATA_PTR = torch.Tensor.data_ptr
 _NBYTES = operator.attrgetter("nbytes")
 _FUSED_DTYPES = frozenset((torch.float32, torch.float64))
-_DEREF = weakref.ref.__call__
 _DTYPE_NAMES: dict = {}  # str(dtype) per call costs more than the update of a small tensor
+
+
+class _Layouts(NamedTuple):
+    """The parameters' layouts, as :meth:`TorchBackend.grads_fit` compares gradients with them."""
+
+    shapes: list  #: torch.Size per tensor
+    dtype: object  #: the dtype every tensor has, or None (then ``each`` is compared)
+    device: object  #: the device every tensor is on, or None
+    each: tuple  #: (shape, dtype, layout, device) per tensor
 
 
 class _GradOff:
@@ -52,6 +67,29 @@ class _GradOff:
 
 
 _NO_GRAD_DONE = contextlib.nullcontext()
+
+
+class _Table(dict):
+    """A dict that weakref callbacks can hold weakly (a plain dict cannot be)."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _forget(table_ref, key, _dead) -> None:
+    """A weakref callback: drop ``key`` from the table (if both still exist)."""
+    table = table_ref()
+    if table is not None:
+        table.pop(key, None)
+
+
+def _all_on(device, tensors) -> bool:
+    """Whether every tensor is on ``device``: ``is_cpu`` is read at half the cost of
+    ``device`` (a new torch.device per read), and a CUDA index as an int."""
+    if device.type == "cpu":
+        return all(map(_IS_CPU, tensors))
+    if device.type == "cuda":
+        return all(map(_IS_CUDA, tensors)) and set(map(_GET_DEVICE, tensors)) == {device.index}
+    return set(map(_DEVICE, tensors)) == {device}
 
 
 def _fused_layout(tensors) -> bool:
@@ -182,13 +220,31 @@ class TorchBackend(Backend):
 
     # -- per-step checks, made cheap ---------------------------------------------------
     def layouts(self, xs):
-        # One C-level pass instead of a Python call per tensor. Anything that is not a
-        # torch tensor either lacks an attribute (None) or gives values no torch tensor
-        # has (its dtype is not a torch.dtype): it never equals the parameters' layouts.
-        try:
-            return tuple(map(_LAYOUT, xs))
-        except AttributeError:
+        # Read once per structure (the parameters'): every tensor's layout, and the one
+        # dtype and device they share where they do (the usual model).
+        if not all(map(isinstance, xs, itertools.repeat(torch.Tensor))):
             return None
+        each = tuple(map(_LAYOUT, xs))
+        dtypes, devices = {e[1] for e in each}, {e[3] for e in each}
+        one = len(dtypes) == 1 and len(devices) == 1
+        return _Layouts([e[0] for e in each], dtypes.pop() if one else None, devices.pop() if one else None, each)
+
+    def grads_fit(self, grads, layouts):
+        # Per step, one C-level pass per attribute, cheapest first: contiguity (which also
+        # refuses anything that is not a torch tensor, and sparse gradients), shapes, then
+        # the shared dtype and device as sets. Fit means dense and contiguous too: the
+        # memory check and the fused kernels rely on it without reading it again.
+        if layouts is None:
+            return False
+        try:
+            if not all(map(_IS_CONTIGUOUS, grads)):
+                return False
+        except (TypeError, RuntimeError):  # not a torch tensor; a sparse layout (no contiguity)
+            return False
+        if layouts.dtype is None:
+            return tuple(map(_LAYOUT, grads)) == layouts.each
+        return (list(map(_SHAPE, grads)) == layouts.shapes and set(map(_DTYPE, grads)) == {layouts.dtype}
+                and _all_on(layouts.device, grads))
 
     def is_sparse(self, x) -> bool:
         return isinstance(x, torch.Tensor) and x.layout != torch.strided
@@ -233,11 +289,11 @@ class TorchBackend(Backend):
             g_lo, g_hi = self.memory_spans(grads)
         return np.concatenate([held[1], g_lo]), np.concatenate([held[2], g_hi])
 
-    def step_key(self, params, grads):
+    def step_key(self, params, grads, grads_fit=False):
         # Contiguous tensors only: then a pointer and a byte count give the range (the
         # gradients' counts are their parameters': the callers check shapes and dtypes).
         # (A parameter's byte count is read where its pointer changes, as step_spans does.)
-        if not all(map(_IS_CONTIGUOUS, grads)):
+        if not grads_fit and not all(map(_IS_CONTIGUOUS, grads)):
             return None
         return tuple(map(_DATA_PTR, params)), tuple(map(_DATA_PTR, grads))
 
@@ -323,7 +379,7 @@ class TorchBackend(Backend):
     # -- declared kernels: torch's fused optimizer kernels -------------------------------
     has_fused = True
 
-    def fused_ready(self, params, grads, slots):
+    def fused_ready(self, params, grads, slots, grads_fit=False):
         """The fused kernels read memory in order: every tensor must be dense and
         contiguous (a transposed gradient would be read as another element's), on CPU
         or CUDA, float32/float64 (float16/bfloat16 keep float32 state, which the kernels
@@ -332,19 +388,24 @@ class TorchBackend(Backend):
         callers have matched with the params', are checked for layout every step.
         Returns how to split the lists into calls (one per dtype and device), or None."""
         kept = list(itertools.chain(params, *slots.values()))
-        # A few recent lists, held weakly: a model freed is not kept alive here.
-        trusted = self._local.__dict__.setdefault("trusted", [])
-        for refs, split in trusted:
-            if len(refs) == len(kept) and all(map(operator.is_, map(_DEREF, refs), kept)):
-                break
-        else:
+        # A few recent lists, found by their tensors' ids (one C-level pass) and held
+        # weakly: a model freed is not kept alive here, and its entry goes with the
+        # first of its tensors freed, before a new tensor can take that id.
+        trusted = self._local.__dict__.get("trusted")
+        if trusted is None:
+            trusted = self._local.trusted = _Table()
+        ids = tuple(map(id, kept))
+        entry = trusted.get(ids)
+        if entry is None:
             if not _fused_layout(kept):
                 return None
-            split = _split_by_kind(params)
-            trusted.insert(0, (list(map(weakref.ref, kept)), split))
-            del trusted[4:]
+            forget = functools.partial(_forget, weakref.ref(trusted), ids)
+            entry = trusted[ids] = ([weakref.ref(x, forget) for x in kept], _split_by_kind(params))
+            while len(trusted) > 4:
+                del trusted[next(iter(trusted))]
+        split = entry[1]
         # (a sparse gradient reports itself not contiguous: no kernel for it either)
-        return split if all(map(_IS_CONTIGUOUS, grads)) else None
+        return split if grads_fit or all(map(_IS_CONTIGUOUS, grads)) else None
 
     def run_fused(self, call, ready, params, grads, slots) -> None:
         """``torch.<call.kernel>(params, grads, *slot lists, [steps], **scalars)``, once

@@ -171,10 +171,13 @@ class Optimizer(torch.optim.Optimizer):
             return self._step(loss)
 
     def _with_grads(self):
-        """(params, grads, group_of, decayed, hypers) over every group: the parameters
-        that have a gradient, their gradients (sparse ones made dense where the rule
-        takes them), each one's group index and decay, and each group's hyperparameters."""
-        params, grads, group_of, decayed, hypers = [], [], [], [], []
+        """(params, grads, group_of, decayed, hypers, fit) over every group: the
+        parameters that have a gradient, their gradients (sparse ones made dense where
+        the rule takes them), each one's group index and decay, each group's
+        hyperparameters, and whether every gradient is dense and contiguous (with the
+        shape, dtype and device torch checked when ``.grad`` was assigned, that is the
+        torch backend's ``grads_fit``)."""
+        params, grads, group_of, decayed, hypers, fit = [], [], [], [], [], True
         for group in self.param_groups:
             chosen = group["params"]
             grads_now = [p.grad for p in chosen]
@@ -185,7 +188,9 @@ class Optimizer(torch.optim.Optimizer):
                 continue
             hyper = self._checked(group)
             # torch checked each .grad's shape, dtype and device when it was assigned.
-            if not _all_contiguous(grads_now) and any(map(_IS_SPARSE, grads_now)):
+            if not _all_contiguous(grads_now):
+                fit = False
+            if not fit and any(map(_IS_SPARSE, grads_now)):
                 # SGD, Adagrad take them (made dense), as torch.optim's
                 grads_now = dense_grads(self.rule, self._backend, [f"param {len(params) + i}" for i in range(len(chosen))],
                                         grads_now, self.rule.decay_acts([hyper], [0] * len(chosen),
@@ -195,10 +200,10 @@ class Optimizer(torch.optim.Optimizer):
             decayed.extend(self._decayed(group, chosen))
             params.extend(chosen)
             grads.extend(grads_now)
-        return params, grads, group_of, decayed, hypers
+        return params, grads, group_of, decayed, hypers, fit
 
     def _step(self, loss):
-        params, grads, group_of, decayed, hypers = self._with_grads()
+        params, grads, group_of, decayed, hypers, fit = self._with_grads()
         if not params:
             return loss
         _check_sharding(self.rule, params)
@@ -229,7 +234,7 @@ class Optimizer(torch.optim.Optimizer):
             self.rule, self._backend, run_params, run_grads, run_columns, groups=hypers, group_of=group_of,
             decayed=decayed, steps=steps[0] if uniform else steps, parts=parts,
             names=[f"param {i}" for i in range(len(params))] if self.rule.on_nonfinite != "apply" else (),
-            fast=self.rule.use_fast_path, owner=self,
+            fast=self.rule.use_fast_path, owner=self, grads_fit=fit and shards is None,
         )
         if skipped:
             self.skipped_steps += 1

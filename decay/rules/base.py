@@ -316,7 +316,8 @@ class Rule:
         snapshot with :meth:`state_dict` to keep an old state)."""
         flat, backend, layouts, (group_of, decayed), parts = self._checked_params(params)
         g_leaves = flatten_like(grads, flat, "grads", "params")
-        if layouts is None or backend.layouts(g_leaves) != layouts:
+        fit = backend.grads_fit(g_leaves, layouts)
+        if not fit:
             g_leaves = dense_grads(self, backend, flat.names, g_leaves,
                                    self.decay_acts(self.hyper_sets(), group_of, decayed))
             _checks.check_grads(backend, flat, g_leaves)  # finds and names the mismatch
@@ -330,6 +331,7 @@ class Rule:
         skipped, out, columns = engine.step(
             self, backend, flat.leaves, g_leaves, state.slots, groups=self.hyper_sets(), group_of=group_of,
             decayed=decayed, steps=t, names=flat.names, parts=parts, fast=self.use_fast_path, owner=self,
+            grads_fit=fit,
         )
         if skipped:
             return params, state._replace(skipped=state.skipped + 1)

@@ -357,3 +357,31 @@ def test_the_parameters_ranges_remembered_between_steps_never_refuse_wrongly_or_
         assert torch.equal(y, torch.zeros(4, 6, dtype=torch.float64))
         step(old)  # where p was: no longer shared
         assert torch.equal(p.detach(), torch.full((4, 3), 0.25, dtype=torch.float64))
+
+
+def test_a_freed_model_checked_for_the_kernel_is_not_trusted_for_the_next():
+    """The fused kernels' layout check is remembered per set of tensors, by identity.
+    Tensors freed and new ones made in their place (CPython hands their ids out again)
+    are checked anew: transposed parameters made after contiguous ones were freed get
+    torch.optim's numbers, not a kernel reading them in memory order."""
+    start = RNG.normal(size=(3, 4, 5))
+    grads = RNG.normal(size=(2, 3, 4, 5))
+    want = torch_optim_run("sgd", start, grads)
+    reused = 0
+    for _ in range(5):
+        rule = RULES["sgd"][0]()
+        plain, first = [torch.tensor(x) for x in start], RULES["sgd"][0]()  # its caches hold plain
+        first.step(plain, [torch.tensor(g) for g in grads[0]], first.init(plain))
+        # the transposed views made right after the plain tensors are freed: the
+        # likeliest to take their ids
+        bases = [torch.tensor(np.ascontiguousarray(np.swapaxes(x, -1, -2))) for x in start]
+        ids = list(map(id, plain))
+        del plain, first
+        params = [b.transpose(-1, -2) for b in bases]
+        reused += list(map(id, params)) == ids
+        state = rule.init(params)
+        for g in grads:
+            params, state = rule.step(params, [torch.tensor(x) for x in g], state)
+        for got, expected in zip(params, want):
+            assert_close(got.numpy(), expected, "float64", len(grads))
+    assert reused, "no id was handed out again: this test checked nothing (it relies on CPython's allocator)"
