@@ -118,10 +118,21 @@ def check_step_inputs(backend, names, params, given, grads, cache=None, grads_fi
     docstring for what is accepted): ``given`` as the caller passed them, ``grads`` as
     the backend reads them (:meth:`Backend.read_all`). ``cache``: a dict the caller
     keeps between steps (:meth:`Backend.step_spans`); ``grads_fit``: the backend's
-    :meth:`Backend.grads_fit` verdict on ``grads``, where the caller has it. Returns, per gradient, whether it
-    is its own parameter's memory (the engine then reads it as the value it had), or
-    None where the backend has no memory ranges (immutable tensors)."""
+    :meth:`Backend.grads_fit` verdict on ``grads``, where the caller has it. Returns,
+    per gradient, whether it is its own parameter's memory (the engine then reads it as
+    the value it had), or None where the backend has no memory ranges (immutable
+    tensors)."""
     n = len(params)
+    # A training loop passes tensors at the same addresses step after step (the same
+    # parameters; gradients from torch's caching allocator): the last verdict holds
+    # while every pointer the check reads is the same (the entry holds the parameters,
+    # so that their ids stay theirs). Looked up first: it is the per-step cost.
+    key = None if cache is None else backend.step_key(params, grads, grads_fit)
+    if key is not None:
+        passed = cache.get("passed")
+        if (passed is not None and passed[0] == key and len(passed[2]) == n
+                and all(map(operator.is_, passed[2], params))):
+            return passed[1]
 
     def label(i):
         name = repr(names[i % n]) if len(names) == n else f"'param {i % n}'"
@@ -138,16 +149,6 @@ def check_step_inputs(backend, names, params, given, grads, cache=None, grads_fi
         aliased[i] = backend.memory_layout(tensors[i]) == backend.memory_layout(tensors[j])
         return aliased[i]
 
-    # A training loop passes tensors at the same addresses step after step (the same
-    # parameters; gradients from torch's caching allocator): the last verdict holds
-    # while every pointer the check reads is the same (the entry holds the parameters,
-    # so that their ids stay theirs).
-    key = None if cache is None else backend.step_key(params, grads, grads_fit)
-    if key is not None:
-        passed = cache.get("passed")
-        if (passed is not None and passed[0] == key and len(passed[2]) == n
-                and all(map(operator.is_, passed[2], params))):
-            return passed[1]
     if check_disjoint(backend, label, tensors, allowed, backend.step_spans(params, grads, cache)):
         if key is not None:
             cache["passed"] = (key, aliased, list(params))
