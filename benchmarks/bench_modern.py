@@ -38,13 +38,15 @@ LR, WD = 1e-3, 0.1
 
 
 def torch_lion_foreach(params, grads, m, b1=0.9, b2=0.99):
-    """Lion with torch's multi-tensor functions (what a torch.optim Lion would run)."""
+    """Lion with torch's multi-tensor functions (what a torch.optim Lion would run), at
+    its fastest: the sign taken in place (a second new list costs its page faults)."""
     import torch
 
     torch._foreach_mul_(params, 1 - LR * WD)
     c = torch._foreach_mul(m, b1)
     torch._foreach_add_(c, grads, alpha=1 - b1)
-    torch._foreach_add_(params, torch._foreach_sign(c), alpha=-LR)
+    torch._foreach_sign_(c)
+    torch._foreach_add_(params, c, alpha=-LR)
     torch._foreach_mul_(m, b2)
     torch._foreach_add_(m, grads, alpha=1 - b2)
 

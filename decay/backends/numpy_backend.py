@@ -244,8 +244,10 @@ class NumpyBackend(Backend):
             np.abs(x, out=x)
 
     def sign_(self, xs):
+        # np.sign with out= its own input runs unvectorized here (7x slower on 64k float32
+        # elements): into the scratch array, then copied back.
         for x in xs:
-            np.sign(x, out=x)
+            np.copyto(x, np.sign(x, out=self._tmp(x)))
 
     def rsqrt_(self, xs):
         for x in xs:
