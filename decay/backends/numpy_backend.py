@@ -10,19 +10,9 @@ import numpy as np
 
 from ..errors import DecayError
 from .._memory import span
+from ._numpy_blocks import BLOCK, GATHER, Arena, gathered
 from .base import Backend
 
-# Elements per block of the in-place fast path: each operation of the rule's definition
-# is one ufunc pass over the block, and the block's params, grads, slots and scratch stay
-# in cache across those passes, so each parameter's bytes cross main memory once per
-# step. Smaller blocks cost more Python calls per element; larger ones fall out of L2.
-# Measured on this machine (AMD EPYC, 1 MiB L2 per core, 32 MiB L3), step time in
-# copies of the same bytes, 10x1M/200x50k: 2**16 gave SGD 2.3-2.6, Adam-W 7.1-7.9;
-# 2**15 2.7/8.4-9.4; 2**17 2.6-2.8/8.6-9.3.
-BLOCK = 1 << 16
-# Pieces smaller than this on average are gathered into one block per list before the
-# update (see _gathered): below it a ufunc call per piece costs more than a copy.
-GATHER = 1 << 13
 # dtype.name is a slow property; rules ask for it per tensor per step.
 _DTYPE_NAMES = {np.dtype(n): n for n in ("float16", "float32", "float64", "int32", "int64", "bool")}
 _FLOAT_DTYPES = frozenset(np.dtype(n) for n in ("float16", "float32", "float64"))
@@ -259,7 +249,7 @@ class NumpyBackend(Backend):
 
     # New lists: out= keeps 0-d results arrays (a ufunc returns NumPy scalars for them,
     # which later in-place operations could not write into). Inside run_elementwise they
-    # are cut from scratch blocks reused at every call (_Arena), not allocated.
+    # are cut from scratch blocks reused at every call (Arena), not allocated.
     def _new(self, xs):
         arena = self._local.__dict__.get("arena")
         if arena is not None and arena.active:
@@ -332,7 +322,7 @@ class NumpyBackend(Backend):
             return
         arena = self._local.__dict__.get("arena")
         if arena is None:
-            arena = self._local.arena = _Arena()
+            arena = self._local.arena = Arena()
         arena.active = True
         try:
             self._blocks(arena, fn, params, grads, slots)
@@ -345,7 +335,7 @@ class NumpyBackend(Backend):
         def call(p, g, s):
             arena.reset()
             if len(p) > 1 and sum(x.size for x in p) < GATHER * len(p) and len({x.dtype for x in p}) == 1:
-                _gathered(arena, fn, p, g, s)
+                gathered(arena, fn, p, g, s)
             else:
                 fn(p, g, s)
 
@@ -440,54 +430,6 @@ def _sum_values(values):
     return np.array(values).sum()
 
 
-class _Arena:
-    """Scratch for the new lists of one elementwise call: a batch holds at most BLOCK
-    elements, so each new list fits in one block, cut piece by piece. The lists die
-    with the call (params and slots are written in place), so the blocks are reused."""
-
-    def __init__(self):
-        self.active = False
-        self.blocks: dict = {}  # dtype -> list of BLOCK-sized arrays
-        self.used: dict = {}  # dtype -> how many of them this call has taken
-        self.gathers: dict = {}  # dtype -> arrays small pieces are gathered into
-
-    def reset(self):
-        self.used.clear()
-
-    def gather_blocks(self, dtype, count: int) -> list:
-        """``count`` BLOCK-sized arrays to gather pieces into, apart from take()'s."""
-        pool = self.gathers.setdefault(dtype, [])
-        while len(pool) < count:
-            pool.append(np.empty(BLOCK, dtype))
-        return pool
-
-    def take(self, xs) -> list:
-        if len(xs) == 1 and xs[0].ndim == 1:  # the usual call: one piece of a large tensor
-            x = xs[0]
-            k = self.used.get(x.dtype, 0)
-            self.used[x.dtype] = k + 1
-            pool = self.blocks.setdefault(x.dtype, [])
-            if k == len(pool):
-                pool.append(np.empty(BLOCK, x.dtype))
-            return [pool[k][: x.size]]
-        out, by_dtype = [], {}
-        for x in xs:
-            dtype = x.dtype
-            at = by_dtype.get(dtype)
-            if at is None:  # a new block for this list and dtype
-                k = self.used.get(dtype, 0)
-                self.used[dtype] = k + 1
-                pool = self.blocks.setdefault(dtype, [])
-                if k == len(pool):
-                    pool.append(np.empty(BLOCK, dtype))
-                at = by_dtype[dtype] = [pool[k], 0]
-            block, start = at
-            n = x.size
-            at[1] = start + n
-            out.append(block[start:start + n].reshape(x.shape))
-        return out
-
-
 def _in_place(ufunc, xs, s):
     """x ← ufunc(x, s) for each x, ``s`` a scalar or a list."""
     if isinstance(s, list):
@@ -496,24 +438,3 @@ def _in_place(ufunc, xs, s):
     else:
         for x in xs:
             ufunc(x, s, out=x)
-
-
-def _gathered(arena, fn, params, grads, slots):
-    """``fn`` on many small pieces at once: gathered into one block each (one
-    np.concatenate per list), updated by one call per operation instead of one per
-    piece, and the params and slots scattered back. Per piece this costs a copy per
-    written list instead of a ufunc call per operation."""
-    blocks = arena.gather_blocks(params[0].dtype, 2 + len(slots))
-    n = sum(x.size for x in params)
-    p = np.concatenate(params, out=blocks[0][:n])
-    g = np.concatenate(grads, out=blocks[1][:n])
-    s = {name: np.concatenate(column, out=blocks[2 + k][:n]) for k, (name, column) in enumerate(slots.items())}
-    work_p, work_s = [p], {name: [x] for name, x in s.items()}
-    fn(work_p, [g], work_s)
-    outputs = [(params, work_p[0])] + [(column, work_s[name][0]) for name, column in slots.items()]
-    start = 0
-    for i, piece in enumerate(params):
-        stop = start + piece.size
-        for pieces, block in outputs:
-            np.copyto(pieces[i], block[start:stop])
-        start = stop
