@@ -163,6 +163,9 @@ class Backend(Ops):
         identity instead, which in-place backends keep from step to step."""
         return None
 
+    #: whether :meth:`traced` can ever be True (JAX): the others skip asking per step
+    traces = False
+
     def traced(self, xs) -> bool:
         """Whether ``xs`` are being traced by the framework's own compiler (JAX's tracers
         inside ``jax.jit``): ``Rule.step`` then runs :meth:`traced_step` instead of the

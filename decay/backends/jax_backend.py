@@ -128,6 +128,8 @@ class JaxBackend(Backend):
     def is_floating(self, x) -> bool:
         return jnp.issubdtype(x.dtype, jnp.floating)
 
+    traces = True
+
     def traced(self, xs) -> bool:
         """Whether any of ``xs`` is a tracer (the step runs inside a jax transformation)."""
         return any(map(isinstance, xs, itertools.repeat(_Tracer)))  # one C-level pass

@@ -412,12 +412,14 @@ class TorchBackend(Backend):
         per (dtype, device) as ``ready`` (from :meth:`fused_ready`) splits them."""
         kernel = getattr(torch, call.kernel)
         for index in ready:
-            pick = (lambda xs: xs) if index is None else (lambda xs: [xs[i] for i in index])
-            ps = pick(params)
-            lists = [pick(slots[name]) if name else [] for name in call.slots]
+            if index is None:  # one dtype and device: the lists as they are
+                ps, gs, lists = params, grads, [slots[name] if name else [] for name in call.slots]
+            else:
+                ps, gs = [params[i] for i in index], [grads[i] for i in index]
+                lists = [[slots[name][i] for i in index] if name else [] for name in call.slots]
             if call.step is not None:
                 lists.append([self._step_count(ps[0].device, call.step)] * len(ps))
-            kernel(ps, pick(grads), *lists, **call.scalars)
+            kernel(ps, gs, *lists, **call.scalars)
 
     def _step_count(self, device, count):
         """A kernel reads the (1-based) step from a float32 tensor per parameter; one

@@ -323,7 +323,8 @@ class Rule:
             _checks.check_grads(backend, flat, g_leaves)  # finds and names the mismatch
         state = state_by_name(state, flat)
         self._check_state_cached(state, flat, backend)
-        if backend.traced(flat.leaves) or backend.traced(g_leaves) or backend.traced([state.count]):
+        if backend.traces and (backend.traced(flat.leaves) or backend.traced(g_leaves)
+                               or backend.traced([state.count])):
             # inside jax.jit: the state is a traced pytree
             out, state = backend.traced_step(self, flat, g_leaves, state, group_of, decayed, parts)
             return unflatten(flat, out), state
