@@ -92,17 +92,22 @@ class _Compiled:
 # and 2 ms as (x·x) @ 1 over rows of _ROW elements (Adafactor's and LAMB's norms). Small
 # tensors keep the reduction (a product's setup would cost more than it saves).
 _ROW = 1024
+_LARGE = 16 * _ROW  # elements from which a sum of squares is a product
+
+
+def _row_sums_of_squares(rows):
+    """Σ over the last axis of rows² (a matrix), as one matrix–vector product."""
+    return tf.linalg.matvec(rows * rows, tf.ones([rows.shape[-1]], rows.dtype))
 
 
 def _sum_squares(x):
     """Σx² over every element (a 0-d tensor)."""
     n = x.shape.num_elements()
-    if n is None or n < 16 * _ROW:
+    if n is None or n < _LARGE:
         return tf.reduce_sum(tf.square(x))
     flat = tf.reshape(x, [-1])
     body = n - n % _ROW
-    rows = tf.reshape(flat[:body] if body < n else flat, [-1, _ROW])
-    total = tf.reduce_sum(tf.linalg.matvec(rows * rows, tf.ones([_ROW], x.dtype)))
+    total = tf.reduce_sum(_row_sums_of_squares(tf.reshape(flat[:body] if body < n else flat, [-1, _ROW])))
     return total + tf.reduce_sum(tf.square(flat[body:])) if body < n else total
 
 
@@ -110,13 +115,12 @@ def _is_last(x, axis) -> bool:
     """Whether a mean over ``axis`` is one over the last axis of a large matrix."""
     rank, n = x.shape.rank, x.shape.num_elements()
     return (axis is not None and rank is not None and rank >= 2 and axis in (-1, rank - 1) and n is not None
-            and n >= 16 * _ROW and x.shape[-1] >= 64)
+            and n >= _LARGE and x.shape[-1] >= 64)
 
 
 def _row_mean_squares(x):
-    """The mean of x² over the last axis, kept as size 1: one matrix–vector product (see _ROW)."""
-    rows = tf.reshape(x, [-1, x.shape[-1]])
-    sums = tf.linalg.matvec(rows * rows, tf.ones([x.shape[-1]], x.dtype))
+    """The mean of x² over the last axis, kept as size 1 (see _ROW)."""
+    sums = _row_sums_of_squares(tf.reshape(x, [-1, x.shape[-1]]))
     return tf.reshape(sums / x.shape[-1], [*x.shape[:-1], 1])
 
 
@@ -307,8 +311,7 @@ class TensorflowBackend(Backend):
         return tf.sqrt(_sum_squares(x))
 
     def mean_squares_all(self, xs, axes):
-        return [_row_mean_squares(x) if _is_last(x, axis) else tf.reduce_mean(x * x, axis=axis, keepdims=axis is not None)
-                for x, axis in zip(xs, axes)]
+        return [_row_mean_squares(x) if _is_last(x, axis) else self.mean(x * x, axis) for x, axis in zip(xs, axes)]
 
     def safe_ratio(self, n, d, default):
         ratio = tf.math.divide_no_nan(n, d)

@@ -188,9 +188,9 @@ class Optimizer(torch.optim.Optimizer):
                 continue
             hyper = self._checked(group)
             # torch checked each .grad's shape, dtype and device when it was assigned.
-            if not _all_contiguous(grads_now):
-                fit = False
-            if not fit and any(map(_IS_SPARSE, grads_now)):
+            dense = _all_contiguous(grads_now)
+            fit = fit and dense
+            if not dense and any(map(_IS_SPARSE, grads_now)):
                 # SGD, Adagrad take them (made dense), as torch.optim's
                 grads_now = dense_grads(self.rule, self._backend, [f"param {len(params) + i}" for i in range(len(chosen))],
                                         grads_now, self.rule.decay_acts([hyper], [0] * len(chosen),

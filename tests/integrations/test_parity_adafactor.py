@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import decay  # noqa: E402
-from decay.tolerances import assert_close, relative_error  # noqa: E402
+import parity_runs  # noqa: E402
+from parity_runs import assert_same_run, gap  # noqa: E402
 
 STEPS = 100
 RNG = np.random.default_rng(1804)
@@ -85,33 +86,7 @@ def run_keras(optimizer, dtype="float64", steps=STEPS) -> list:
 
 
 def run_optax(make, steps=STEPS) -> list:
-    jax = pytest.importorskip("jax")
-    optax = pytest.importorskip("optax")
-    with jax.enable_x64(True):
-        tx = make()
-        params = {n: jax.numpy.asarray(v) for n, v in INIT.items()}
-        state, update, out = tx.init(params), jax.jit(tx.update), []
-        for t in range(steps):
-            g = grads_of({n: np.asarray(p) for n, p in params.items()}, t)
-            updates, state = update({n: jax.numpy.asarray(v) for n, v in g.items()}, state, params)
-            params = optax.apply_updates(params, updates)
-            out.append({n: np.asarray(p).copy() for n, p in params.items()})
-    return out
-
-
-def assert_same_run(got, want, what, dtype="float64", per_step=None):
-    """Every step within the dtype's tolerance (n·per-step after n steps), or ``per_step``."""
-    for i, (a, b) in enumerate(zip(got, want), start=1):
-        for n in SHAPES:
-            if per_step is None:
-                assert_close(a[n], b[n], dtype, steps=i, what=f"{what}: step {i} {n}")
-            else:
-                error = relative_error(a[n], b[n])
-                assert error <= per_step * i, f"{what}: step {i} {n}: {error:.3e} > {per_step * i:.3e}"
-
-
-def gap(a, b) -> float:
-    return max(relative_error(a[-1][n], b[-1][n]) for n in SHAPES)
+    return parity_runs.run_optax(make, INIT, grads_of, steps)
 
 
 # -- torch ----------------------------------------------------------------------------------

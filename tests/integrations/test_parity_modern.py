@@ -21,7 +21,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import decay  # noqa: E402
-from decay.tolerances import assert_close, relative_error  # noqa: E402
+import parity_runs  # noqa: E402
+from decay.tolerances import assert_close  # noqa: E402
+from parity_runs import assert_same_run, gap  # noqa: E402
 
 STEPS = 100
 RNG = np.random.default_rng(16)
@@ -94,33 +96,7 @@ def run_decay_keras_optimizer(rule, steps=STEPS) -> list:
 
 
 def run_optax(make, steps=STEPS) -> list:
-    """``make()`` builds the optax transformation (called under x64)."""
-    jax = pytest.importorskip("jax")
-    optax = pytest.importorskip("optax")
-    with jax.enable_x64(True):
-        tx = make()
-        params = {n: jax.numpy.asarray(v) for n, v in INIT.items()}
-        state = tx.init(params)
-        update = jax.jit(tx.update)
-        out = []
-        for t in range(steps):
-            g = grads_of({n: np.asarray(p) for n, p in params.items()}, t)
-            updates, state = update({n: jax.numpy.asarray(v) for n, v in g.items()}, state, params)
-            params = optax.apply_updates(params, updates)
-            out.append({n: np.asarray(p).copy() for n, p in params.items()})
-    return out
-
-
-def assert_same_run(got: list, want: list, what: str, *, per_step=1e-12):
-    """Every step's parameters within the float64 tolerance (n·1e-12 after n steps)."""
-    for i, (a, b) in enumerate(zip(got, want), start=1):
-        for n in SHAPES:
-            assert_close(a[n], b[n], "float64", steps=i, what=f"{what}: step {i} {n}")
-
-
-def gap(a: list, b: list) -> float:
-    """max over parameters of the norm-wise relative difference after the last step."""
-    return max(relative_error(a[-1][n], b[-1][n]) for n in SHAPES)
+    return parity_runs.run_optax(make, INIT, grads_of, steps)
 
 
 # -- Lion ------------------------------------------------------------------------------------
